@@ -64,6 +64,7 @@ def extensions():
         "sqlitebin.sqlitebin",
         sources=["ext/sqlitebin.pyx"],
         include_dirs=["ext"],
+        libraries=["m"],
         define_macros=[("SQLITEBIN_VERSION", f'"{VERSION}"')],
         extra_compile_args=["-O3", "-ffunction-sections", "-fdata-sections", "-Wno-unused-function"],
         extra_link_args=["-Wl,--gc-sections", "-Wl,--version-script=" + os.path.join("ext", "sqlitebin.map")],

@@ -106,7 +106,14 @@ def load_sqlitebin(conn):
         print(f"skipping sqlitebin: cannot import it ({error}); run `pip install -e .` at the repository root")
         return None
     sqlitebin.load(conn)
-    return getattr(sqlitebin, "__version__", "unknown")
+    version = getattr(sqlitebin, "__version__", "unknown")
+    # The popcount kernel is chosen at run time, so the same build can be fast or slow by CPU: report which one ran.
+    try:
+        debug = conn.execute("SELECT sqlitebin_debug()").fetchall()[0][0]
+    except apsw.SQLError:
+        return version
+    settings = dict(line.split("=", 1) for line in debug.splitlines() if "=" in line)
+    return f"{version} (popcount kernel: {settings.get('popcount', 'unknown')})"
 
 
 def load_sqlite_vec(conn):

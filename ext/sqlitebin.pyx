@@ -16,7 +16,7 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 
 from libc.stdint cimport uint8_t, int8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset, strcmp
-from libc.stdlib cimport getenv
+from libc.stdlib cimport getenv, qsort
 from libc.math cimport isnan, isinf, rintf, sqrt
 
 from sqlite3ext cimport *
@@ -39,6 +39,9 @@ cdef extern from *:
     const char *SQLITEBIN_COMPILER
     const char *SQLITE_VERSION
     void sqlite3_result_zeroblob(sqlite3_context*, int n) nogil
+    void *sqlite3_aggregate_context(sqlite3_context*, int nBytes) nogil
+    int sqlite3_bind_int64(sqlite3_stmt*, int, sqlite3_int64) nogil
+    int sqlite3_reset(sqlite3_stmt*) nogil
 
 cdef extern from "popcount.h" nogil:
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
@@ -388,6 +391,757 @@ cdef void dot_bits_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noe
 
 
 # ---------------------------------------------------------------------------
+# sqlitebin_ids(id): aggregate building the prefilter id set for sqlitebin_knn.
+# The set is a BLOB of sorted, unique little-endian int64 ids.
+
+ctypedef struct IdBuffer:
+    int64_t *ids
+    int64_t count
+    int64_t capacity
+
+
+cdef void ids_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
+    cdef IdBuffer *buffer
+    cdef int64_t *grown
+    cdef int value_type = sqlite3_value_type(argv[0])
+    if value_type == SQLITE_NULL:
+        return
+    if value_type != SQLITE_INTEGER:
+        result_error_owned(ctx, sqlite3_mprintf(
+            "sqlitebin_ids(): argument 1 (id) must be an INTEGER, got %s", type_name(value_type)))
+        return
+    buffer = <IdBuffer*>sqlite3_aggregate_context(ctx, sizeof(IdBuffer))
+    if buffer == NULL:
+        sqlite3_result_error_nomem(ctx)
+        return
+    if buffer.count == buffer.capacity:
+        grown = <int64_t*>sqlite3_realloc64(buffer.ids, (buffer.capacity * 2 + 256) * 8)
+        if grown == NULL:
+            sqlite3_result_error_nomem(ctx)
+            return
+        buffer.ids = grown
+        buffer.capacity = buffer.capacity * 2 + 256
+    buffer.ids[buffer.count] = sqlite3_value_int64(argv[0])
+    buffer.count += 1
+
+
+cdef int compare_int64(const void *a, const void *b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*>a)[0]
+    cdef int64_t y = (<const int64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef void ids_final(sqlite3_context *ctx) noexcept nogil:
+    cdef IdBuffer *buffer = <IdBuffer*>sqlite3_aggregate_context(ctx, 0)
+    cdef int64_t unique = 0, i
+    if buffer == NULL or buffer.count == 0:
+        sqlite3_result_zeroblob(ctx, 0)
+        if buffer != NULL:
+            sqlite3_free(buffer.ids)
+        return
+    qsort(buffer.ids, buffer.count, 8, compare_int64)
+    for i in range(buffer.count):
+        if unique == 0 or buffer.ids[i] != buffer.ids[unique - 1]:
+            buffer.ids[unique] = buffer.ids[i]
+            unique += 1
+    if unique * 8 > 2147483647:
+        sqlite3_free(buffer.ids)
+        sqlite3_result_error_toobig(ctx)
+        return
+    sqlite3_result_blob(ctx, buffer.ids, <int>(unique * 8), sqlite3_free)
+
+
+# ---------------------------------------------------------------------------
+# sqlitebin_knn: the top-k scan as an eponymous table-valued function.
+#
+#   SELECT id, distance, score FROM sqlitebin_knn(collection, query [, k [, mode [, allowed]]])
+#
+# It scans the collection's chunk table (thousands of codes per row) plus the
+# rows of its change table not yet merged into chunks, keeping the best k in a
+# bounded heap. mode 'hamming' (default) takes a packed code and orders by
+# Hamming distance; mode 'asymmetric' takes the float32 query and orders by
+# the dot product with the codes read as +1/-1, computed from per-query lookup
+# tables (one 256-entry table per code byte) instead of unpacking bits.
+# Ties are broken by the smaller id, so results are deterministic.
+
+cdef enum:
+    KNN_COLUMN_ID = 0
+    KNN_COLUMN_DISTANCE = 1
+    KNN_COLUMN_SCORE = 2
+    KNN_COLUMN_COLLECTION = 3
+    KNN_COLUMN_QUERY = 4
+    KNN_COLUMN_K = 5
+    KNN_COLUMN_MODE = 6
+    KNN_COLUMN_ALLOWED = 7
+    KNN_MAX_K = 100000
+    MODE_HAMMING = 0
+    MODE_ASYMMETRIC = 1
+
+ctypedef struct Hit:
+    double key          # what is minimised: Hamming distance, or minus the asymmetric score
+    int64_t id
+
+ctypedef struct KnnCursor:
+    sqlite3_vtab_cursor base
+    Hit *hits           # the results, best first, once the scan is done
+    int64_t count
+    int64_t position
+    int mode
+    int dim
+    uint8_t *query_code  # the query binarized with the collection's thresholds
+    int code_bytes
+    double score_scale   # turns a Hamming distance or a +1/-1 dot product into a cosine-like score
+    int64_t *code_ids    # ids of the results, in order
+    uint8_t *codes       # the codes of the results, to report Hamming distances in asymmetric mode
+
+
+cdef inline bint hit_worse(Hit a, Hit b) noexcept nogil:
+    return a.key > b.key or (a.key == b.key and a.id > b.id)
+
+
+cdef void heap_sift_down(Hit *heap, int64_t size, int64_t i) noexcept nogil:
+    """Max-heap on (key, id): the root is the worst hit kept so far."""
+    cdef int64_t child
+    cdef Hit item = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and hit_worse(heap[child + 1], heap[child]):
+            child += 1
+        if not hit_worse(heap[child], item):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = item
+
+
+cdef void heap_sift_up(Hit *heap, int64_t i) noexcept nogil:
+    cdef int64_t parent
+    cdef Hit item = heap[i]
+    while i > 0:
+        parent = (i - 1) // 2
+        if not hit_worse(item, heap[parent]):
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = item
+
+
+ctypedef struct TopK:
+    Hit *heap
+    int64_t size
+    int64_t k
+    uint8_t *codes       # codes of the kept hits, parallel to heap slots (asymmetric mode only)
+
+
+cdef inline void topk_offer(TopK *top, double key, int64_t id) noexcept nogil:
+    cdef Hit hit
+    hit.key = key
+    hit.id = id
+    if top.size < top.k:
+        top.heap[top.size] = hit
+        top.size += 1
+        heap_sift_up(top.heap, top.size - 1)
+    elif hit_worse(top.heap[0], hit):
+        top.heap[0] = hit
+        heap_sift_down(top.heap, top.size, 0)
+
+
+ctypedef struct IdFilter:
+    # Allowed ids: a bitmap over [low, high] when dense enough, else the sorted array.
+    const int64_t *sorted_ids
+    int64_t *owned_ids   # an aligned copy of the array, when the BLOB was not 8-byte aligned
+    int64_t count
+    int64_t low
+    int64_t high
+    uint8_t *bitmap
+
+
+cdef bint id_in_sorted(const int64_t *ids, int64_t count, int64_t id) noexcept nogil:
+    cdef int64_t lo = 0, hi = count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ids[mid] < id:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < count and ids[lo] == id
+
+
+cdef inline bint filter_allows(const IdFilter *f, int64_t id) noexcept nogil:
+    if f == NULL:
+        return True
+    if id < f.low or id > f.high:
+        return False
+    if f.bitmap != NULL:
+        return (f.bitmap[(id - f.low) >> 3] >> ((id - f.low) & 7)) & 1
+    return id_in_sorted(f.sorted_ids, f.count, id)
+
+
+cdef int filter_build(IdFilter *f, const uint8_t *blob, int nbytes) noexcept nogil:
+    cdef int64_t i, span, offset
+    f.count = nbytes // 8
+    f.sorted_ids = <const int64_t*>blob
+    f.bitmap = NULL
+    if f.count == 0:
+        f.low = 1
+        f.high = 0
+        return SQLITE_OK
+    memcpy(&f.low, blob, 8)
+    memcpy(&f.high, blob + 8 * (f.count - 1), 8)
+    span = f.high - f.low + 1
+    # A bitmap costs span/8 bytes; use it when that is at most the size of the id list times 8.
+    if span > 0 and span <= 64 * f.count + 4096:
+        f.bitmap = <uint8_t*>sqlite3_malloc64(span // 8 + 1)
+        if f.bitmap == NULL:
+            return SQLITE_NOMEM
+        memset(f.bitmap, 0, span // 8 + 1)
+        for i in range(f.count):
+            memcpy(&offset, blob + 8 * i, 8)
+            offset -= f.low
+            f.bitmap[offset >> 3] |= <uint8_t>(1 << (offset & 7))
+    elif (<size_t>blob) % 8 != 0:
+        # The binary search reads the array in place, so it must be aligned.
+        f.owned_ids = <int64_t*>sqlite3_malloc64(nbytes)
+        if f.owned_ids == NULL:
+            return SQLITE_NOMEM
+        memcpy(f.owned_ids, blob, nbytes)
+        f.sorted_ids = f.owned_ids
+    return SQLITE_OK
+
+
+cdef void filter_free(IdFilter *f) noexcept nogil:
+    sqlite3_free(f.bitmap)
+    sqlite3_free(f.owned_ids)
+
+
+cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float *tables) noexcept nogil:
+    """tables[j * 256 + b] = sum of the query values whose bits are set in byte value b at code byte j."""
+    cdef int j, b, low_bit, dimension
+    for j in range(code_bytes):
+        tables[j * 256] = 0
+        for b in range(1, 256):
+            low_bit = 0
+            while not ((b >> low_bit) & 1):
+                low_bit += 1
+            dimension = j * 8 + (7 - low_bit)
+            tables[j * 256 + b] = tables[j * 256 + (b & (b - 1))] + (query[dimension] if dimension < dim else 0)
+
+
+cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes) noexcept nogil:
+    """Sum of the query values at the code's set bits, four table lookups per step."""
+    cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef int j = 0
+    while j + 4 <= code_bytes:
+        s0 += tables[j * 256 + code[j]]
+        s1 += tables[(j + 1) * 256 + code[j + 1]]
+        s2 += tables[(j + 2) * 256 + code[j + 2]]
+        s3 += tables[(j + 3) * 256 + code[j + 3]]
+        j += 4
+    while j < code_bytes:
+        s0 += tables[j * 256 + code[j]]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+ctypedef struct ScanContext:
+    int mode
+    int code_bytes
+    const uint8_t *query_code
+    const float *tables
+    double query_sum
+    const IdFilter *allowed
+    # Ids whose chunk entries are stale (deleted or changed since the chunk was written).
+    const int64_t *changed_ids
+    int64_t changed_count
+    TopK top
+
+
+cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
+                     bint skip_changed) noexcept nogil:
+    cdef int64_t i, id
+    cdef int code_bytes = scan.code_bytes
+    cdef double key
+    cdef const uint8_t *code
+    for i in range(count):
+        memcpy(&id, ids_blob + 8 * i, 8)
+        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+            continue
+        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+            continue
+        code = codes + <int64_t>code_bytes * i
+        if scan.mode == MODE_HAMMING:
+            key = <double>hamming_kernel(code, scan.query_code, code_bytes)
+        else:
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, code, code_bytes)
+        topk_offer(&scan.top, key, id)
+
+
+ctypedef struct KnnTable:
+    sqlite3_vtab base
+    sqlite3 *db          # the scan reads the collection's tables through it
+
+
+cdef inline sqlite3 *knn_db(sqlite3_vtab_cursor *cursor) noexcept nogil:
+    return (<KnnTable*>cursor.pVtab).db
+
+
+cdef int knn_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
+                     sqlite3_vtab **vtab, char **error) noexcept nogil:
+    cdef int rc = sqlite3_declare_vtab(db,
+        "CREATE TABLE x(id INTEGER, distance INTEGER, score REAL, "
+        "collection HIDDEN, query HIDDEN, k HIDDEN, mode HIDDEN, allowed HIDDEN)")
+    if rc != SQLITE_OK:
+        return rc
+    cdef KnnTable *table = <KnnTable*>sqlite3_malloc64(sizeof(KnnTable))
+    if table == NULL:
+        return SQLITE_NOMEM
+    memset(table, 0, sizeof(KnnTable))
+    table.db = db
+    vtab[0] = &table.base
+    sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS)
+    return SQLITE_OK
+
+
+cdef int knn_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+    sqlite3_free(vtab)
+    return SQLITE_OK
+
+
+cdef int knn_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
+    """Pass each hidden-column equality to xFilter; idxNum is the bitmask of those present."""
+    cdef int i, column, bit, mask = 0, next_argument = 1
+    cdef int argument_of[8]
+    for i in range(8):
+        argument_of[i] = -1
+    for i in range(info.nConstraint):
+        column = info.aConstraint[i].iColumn
+        if column < KNN_COLUMN_COLLECTION or info.aConstraint[i].op != SQLITE_INDEX_CONSTRAINT_EQ:
+            continue
+        if not info.aConstraint[i].usable:
+            if column == KNN_COLUMN_COLLECTION or column == KNN_COLUMN_QUERY:
+                return SQLITE_CONSTRAINT
+            continue
+        argument_of[column] = i
+    if argument_of[KNN_COLUMN_COLLECTION] < 0 or argument_of[KNN_COLUMN_QUERY] < 0:
+        vtab.zErrMsg = sqlite3_mprintf(
+            "sqlitebin_knn(): needs at least a collection name and a query, "
+            "as in sqlitebin_knn('docs', :query, 10)")
+        return SQLITE_ERROR
+    for column in range(KNN_COLUMN_COLLECTION, KNN_COLUMN_ALLOWED + 1):
+        if argument_of[column] >= 0:
+            info.aConstraintUsage[argument_of[column]].argvIndex = next_argument
+            info.aConstraintUsage[argument_of[column]].omit = 1
+            next_argument += 1
+            mask |= 1 << (column - KNN_COLUMN_COLLECTION)
+    info.idxNum = mask
+    info.estimatedCost = 1000000.0
+    info.estimatedRows = 10
+    return SQLITE_OK
+
+
+cdef int knn_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **cursor) noexcept nogil:
+    cdef KnnCursor *c = <KnnCursor*>sqlite3_malloc64(sizeof(KnnCursor))
+    if c == NULL:
+        return SQLITE_NOMEM
+    memset(c, 0, sizeof(KnnCursor))
+    cursor[0] = &c.base
+    return SQLITE_OK
+
+
+cdef void knn_reset(KnnCursor *c) noexcept nogil:
+    sqlite3_free(c.hits)
+    sqlite3_free(c.query_code)
+    sqlite3_free(c.codes)
+    c.hits = NULL
+    c.query_code = NULL
+    c.codes = NULL
+    c.count = 0
+    c.position = 0
+
+
+cdef int knn_close(sqlite3_vtab_cursor *cursor) noexcept nogil:
+    knn_reset(<KnnCursor*>cursor)
+    sqlite3_free(cursor)
+    return SQLITE_OK
+
+
+cdef int knn_fail(sqlite3_vtab_cursor *cursor, char *message) noexcept nogil:
+    """Set the error message (from sqlite3_mprintf) on the table and return SQLITE_ERROR."""
+    sqlite3_free(cursor.pVtab.zErrMsg)
+    cursor.pVtab.zErrMsg = message
+    return SQLITE_ERROR if message != NULL else SQLITE_NOMEM
+
+
+cdef int read_collection(sqlite3 *db, sqlite3_vtab_cursor *cursor, const char *name,
+                         int *dim, uint8_t **thresholds) noexcept nogil:
+    """Read dim and thresholds (a float32 BLOB, or NULL for zeros) from the registry."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc = sqlite3_prepare_v2(db, "SELECT dim, thresholds FROM sqlitebin_collections WHERE name = ?1",
+                                     -1, &stmt, NULL)
+    if rc != SQLITE_OK:
+        sqlite3_finalize(stmt)
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): no collection named '%q' (this database has no sqlitebin collections)", name))
+    sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC)
+    rc = sqlite3_step(stmt)
+    if rc != SQLITE_ROW:
+        sqlite3_finalize(stmt)
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): no collection named '%q'", name))
+    dim[0] = <int>sqlite3_column_int64(stmt, 0)
+    thresholds[0] = NULL
+    cdef int nbytes = sqlite3_column_bytes(stmt, 1)
+    if sqlite3_column_type(stmt, 1) == SQLITE_BLOB and nbytes == 4 * dim[0] and nbytes > 0:
+        thresholds[0] = <uint8_t*>sqlite3_malloc64(nbytes)
+        if thresholds[0] == NULL:
+            sqlite3_finalize(stmt)
+            return SQLITE_NOMEM
+        memcpy(thresholds[0], sqlite3_column_blob(stmt, 1), nbytes)
+    sqlite3_finalize(stmt)
+    return SQLITE_OK
+
+
+cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_str,
+                    int argc, sqlite3_value **argv) noexcept nogil:
+    cdef KnnCursor *c = <KnnCursor*>cursor
+    cdef sqlite3 *db
+    cdef int argument = 0, rc = SQLITE_OK, dim = 0, i, query_type, code_bytes
+    cdef const char *collection
+    cdef const char *mode_text
+    cdef sqlite3_value *query_value
+    cdef sqlite3_value *allowed_value = NULL
+    cdef int64_t k = 10
+    cdef uint8_t *thresholds = NULL
+    cdef float *query_floats = NULL
+    cdef float *tables = NULL
+    cdef float value, threshold
+    cdef IdFilter allowed
+    cdef bint have_allowed = False
+    cdef const uint8_t *allowed_blob = NULL
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int64_t *changed_ids = NULL
+    cdef int64_t changed_count = 0, changed_capacity = 0, count, n, j
+    cdef int64_t *grown
+    cdef uint8_t *pending_codes = NULL
+    cdef int64_t *pending_ids = NULL
+    cdef int64_t pending_count = 0
+    cdef ScanContext scan
+    cdef char *sql = NULL
+    cdef const uint8_t *ids_blob
+    cdef const uint8_t *codes_blob
+    cdef Hit hit
+
+    knn_reset(c)
+    memset(&scan, 0, sizeof(ScanContext))
+    memset(&allowed, 0, sizeof(IdFilter))
+    db = knn_db(cursor)
+
+    # Arguments, in column order, as knn_best_index laid them out.
+    if sqlite3_value_type(argv[argument]) != SQLITE_TEXT:
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): collection must be TEXT, got %s",
+                                                type_name(sqlite3_value_type(argv[argument]))))
+    collection = <const char*>sqlite3_value_text(argv[argument])
+    argument += 1
+    query_value = argv[argument]
+    argument += 1
+    if idx_num & (1 << (KNN_COLUMN_K - KNN_COLUMN_COLLECTION)):
+        if sqlite3_value_type(argv[argument]) != SQLITE_INTEGER:
+            return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): k must be an INTEGER, got %s",
+                                                    type_name(sqlite3_value_type(argv[argument]))))
+        k = sqlite3_value_int64(argv[argument])
+        argument += 1
+        if k < 1 or k > KNN_MAX_K:
+            return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): k must be from 1 to %d, got %lld",
+                                                    <int>KNN_MAX_K, k))
+    c.mode = MODE_HAMMING
+    if idx_num & (1 << (KNN_COLUMN_MODE - KNN_COLUMN_COLLECTION)):
+        if sqlite3_value_type(argv[argument]) != SQLITE_NULL:
+            mode_text = <const char*>sqlite3_value_text(argv[argument])
+            if mode_text == NULL:
+                return SQLITE_NOMEM
+            if strcmp(mode_text, "asymmetric") == 0:
+                c.mode = MODE_ASYMMETRIC
+            elif strcmp(mode_text, "hamming") != 0:
+                return knn_fail(cursor, sqlite3_mprintf(
+                    "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got '%q'", mode_text))
+        argument += 1
+    if idx_num & (1 << (KNN_COLUMN_ALLOWED - KNN_COLUMN_COLLECTION)):
+        allowed_value = argv[argument]
+        argument += 1
+        if sqlite3_value_type(allowed_value) == SQLITE_NULL:
+            allowed_value = NULL
+        elif sqlite3_value_type(allowed_value) != SQLITE_BLOB or sqlite3_value_bytes(allowed_value) % 8 != 0:
+            return knn_fail(cursor, sqlite3_mprintf(
+                "sqlitebin_knn(): allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), got %s of %d bytes",
+                type_name(sqlite3_value_type(allowed_value)), sqlite3_value_bytes(allowed_value)))
+
+    rc = read_collection(db, cursor, collection, &dim, &thresholds)
+    if rc != SQLITE_OK:
+        return rc
+    code_bytes = (dim + 7) // 8
+    c.dim = dim
+    c.code_bytes = code_bytes
+
+    # The query: a packed code (hamming) or float32 values (asymmetric).
+    query_type = sqlite3_value_type(query_value)
+    if query_type != SQLITE_BLOB:
+        sqlite3_free(thresholds)
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): query must be a BLOB, got %s", type_name(query_type)))
+    c.query_code = <uint8_t*>sqlite3_malloc64(code_bytes + 1)
+    if c.query_code == NULL:
+        sqlite3_free(thresholds)
+        return SQLITE_NOMEM
+    memset(c.query_code, 0, code_bytes + 1)
+    if c.mode == MODE_HAMMING:
+        if sqlite3_value_bytes(query_value) != code_bytes:
+            sqlite3_free(thresholds)
+            return knn_fail(cursor, sqlite3_mprintf(
+                "sqlitebin_knn(): collection '%q' has %d-bit codes, so a hamming query is %d bytes; got %d",
+                collection, dim, code_bytes, sqlite3_value_bytes(query_value)))
+        if code_bytes > 0:
+            memcpy(c.query_code, sqlite3_value_blob(query_value), code_bytes)
+        c.score_scale = 2.0 / dim if dim > 0 else 0
+    else:
+        if sqlite3_value_bytes(query_value) != 4 * dim:
+            sqlite3_free(thresholds)
+            return knn_fail(cursor, sqlite3_mprintf(
+                "sqlitebin_knn(): collection '%q' has dimension %d, so an asymmetric query is %d bytes of float32; got %d",
+                collection, dim, 4 * dim, sqlite3_value_bytes(query_value)))
+        query_floats = <float*>sqlite3_malloc64(4 * dim + 4)
+        tables = <float*>sqlite3_malloc64(<int64_t>code_bytes * 256 * 4 + 4)
+        if query_floats == NULL or tables == NULL:
+            sqlite3_free(thresholds)
+            sqlite3_free(query_floats)
+            sqlite3_free(tables)
+            return SQLITE_NOMEM
+        if dim > 0:
+            memcpy(query_floats, sqlite3_value_blob(query_value), 4 * dim)
+        for i in range(dim):
+            value = query_floats[i]
+            if isnan(value) or isinf(value):
+                sqlite3_free(thresholds)
+                sqlite3_free(query_floats)
+                sqlite3_free(tables)
+                return knn_fail(cursor, sqlite3_mprintf(
+                    "sqlitebin_knn(): query holds a non-finite value at index %d", i))
+            threshold = float_at(thresholds, i) if thresholds != NULL else 0
+            if value > threshold:
+                c.query_code[i >> 3] |= <uint8_t>(0x80 >> (i & 7))
+            scan.query_sum += value
+        build_lookup_tables(query_floats, dim, code_bytes, tables)
+        c.score_scale = 1.0 / sqrt(<double>dim) if dim > 0 else 0
+    sqlite3_free(thresholds)
+    sqlite3_free(query_floats)
+
+    scan.mode = c.mode
+    scan.code_bytes = code_bytes
+    scan.query_code = c.query_code
+    scan.tables = tables
+    scan.top.k = k
+    scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * k)
+    if scan.top.heap == NULL:
+        sqlite3_free(tables)
+        return SQLITE_NOMEM
+    if allowed_value != NULL:
+        allowed_blob = <const uint8_t*>sqlite3_value_blob(allowed_value)
+        rc = filter_build(&allowed, allowed_blob, sqlite3_value_bytes(allowed_value))
+        if rc != SQLITE_OK:
+            sqlite3_free(tables)
+            sqlite3_free(scan.top.heap)
+            return rc
+        have_allowed = True
+        scan.allowed = &allowed
+
+    # 1. The change table: ids changed since their chunk was written (sorted,
+    #    by the INTEGER PRIMARY KEY), and the current codes of the live ones.
+    sql = sqlite3_mprintf('SELECT id, code FROM "%w_changes" ORDER BY id', collection)
+    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
+    sqlite3_free(sql)
+    if rc == SQLITE_OK:
+        while True:
+            rc = sqlite3_step(stmt)
+            if rc != SQLITE_ROW:
+                break
+            if changed_count == changed_capacity:
+                changed_capacity = changed_capacity * 2 + 64
+                grown = <int64_t*>sqlite3_realloc64(changed_ids, changed_capacity * 8)
+                if grown == NULL:
+                    rc = SQLITE_NOMEM
+                    break
+                changed_ids = grown
+                grown = <int64_t*>sqlite3_realloc64(pending_ids, changed_capacity * 8)
+                if grown == NULL:
+                    rc = SQLITE_NOMEM
+                    break
+                pending_ids = grown
+                grown = <int64_t*>sqlite3_realloc64(pending_codes, changed_capacity * code_bytes + 1)
+                if grown == NULL:
+                    rc = SQLITE_NOMEM
+                    break
+                pending_codes = <uint8_t*>grown
+            changed_ids[changed_count] = sqlite3_column_int64(stmt, 0)
+            changed_count += 1
+            if sqlite3_column_type(stmt, 1) == SQLITE_BLOB and sqlite3_column_bytes(stmt, 1) == code_bytes:
+                pending_ids[pending_count] = sqlite3_column_int64(stmt, 0)
+                if code_bytes > 0:
+                    memcpy(pending_codes + pending_count * code_bytes, sqlite3_column_blob(stmt, 1), code_bytes)
+                pending_count += 1
+        if rc == SQLITE_DONE:
+            rc = SQLITE_OK
+    sqlite3_finalize(stmt)
+    stmt = NULL
+    scan.changed_ids = changed_ids
+    scan.changed_count = changed_count
+
+    # 2. The chunks, skipping entries whose id is in the change table.
+    if rc == SQLITE_OK:
+        sql = sqlite3_mprintf('SELECT count, min_id, max_id, ids, codes FROM "%w_chunks"', collection)
+        rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
+        sqlite3_free(sql)
+        while rc == SQLITE_OK:
+            rc = sqlite3_step(stmt)
+            if rc != SQLITE_ROW:
+                break
+            rc = SQLITE_OK
+            count = sqlite3_column_int64(stmt, 0)
+            ids_blob = <const uint8_t*>sqlite3_column_blob(stmt, 3)
+            n = sqlite3_column_bytes(stmt, 3)
+            codes_blob = <const uint8_t*>sqlite3_column_blob(stmt, 4)
+            if n != count * 8 or sqlite3_column_bytes(stmt, 4) != count * code_bytes:
+                rc = knn_fail(cursor, sqlite3_mprintf(
+                    "sqlitebin_knn(): a chunk of collection '%q' is malformed (%lld codes, %lld id bytes, %d code bytes)",
+                    collection, count, n, sqlite3_column_bytes(stmt, 4)))
+                break
+            if have_allowed and (sqlite3_column_int64(stmt, 2) < allowed.low or sqlite3_column_int64(stmt, 1) > allowed.high):
+                continue
+            scan_codes(&scan, ids_blob, codes_blob, count,
+                       changed_count > 0 and not (sqlite3_column_int64(stmt, 2) < changed_ids[0]
+                                                  or sqlite3_column_int64(stmt, 1) > changed_ids[changed_count - 1]))
+        if rc == SQLITE_DONE:
+            rc = SQLITE_OK
+        sqlite3_finalize(stmt)
+
+    # 3. The live rows of the change table.
+    if rc == SQLITE_OK and pending_count > 0:
+        scan_codes(&scan, <const uint8_t*>pending_ids, pending_codes, pending_count, False)
+
+    # Results, best first: pop the max-heap from the back.
+    if rc == SQLITE_OK:
+        c.count = scan.top.size
+        n = scan.top.size
+        while n > 0:
+            hit = scan.top.heap[0]
+            scan.top.heap[0] = scan.top.heap[n - 1]
+            scan.top.heap[n - 1] = hit
+            n -= 1
+            heap_sift_down(scan.top.heap, n, 0)
+        c.hits = scan.top.heap
+        scan.top.heap = NULL
+        if c.mode == MODE_ASYMMETRIC:
+            rc = fetch_result_codes(db, cursor, c, collection)
+
+    sqlite3_free(scan.top.heap)
+    sqlite3_free(tables)
+    sqlite3_free(changed_ids)
+    sqlite3_free(pending_ids)
+    sqlite3_free(pending_codes)
+    if have_allowed:
+        filter_free(&allowed)
+    return rc
+
+
+cdef int fetch_result_codes(sqlite3 *db, sqlite3_vtab_cursor *cursor, KnnCursor *c,
+                            const char *collection) noexcept nogil:
+    """Read the codes of the k results, to report their Hamming distance to the binarized query."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int64_t i
+    cdef int rc
+    cdef char *sql = sqlite3_mprintf('SELECT code FROM "%w_codes" WHERE id = ?1', collection)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+    sqlite3_free(sql)
+    if rc != SQLITE_OK:
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): cannot read codes of collection '%q': %s",
+                                                collection, sqlite3_errmsg(db)))
+    c.codes = <uint8_t*>sqlite3_malloc64(c.count * c.code_bytes + 1)
+    if c.codes == NULL:
+        sqlite3_finalize(stmt)
+        return SQLITE_NOMEM
+    memset(c.codes, 0, c.count * c.code_bytes + 1)
+    for i in range(c.count):
+        sqlite3_bind_int64(stmt, 1, c.hits[i].id)
+        if sqlite3_step(stmt) == SQLITE_ROW and sqlite3_column_bytes(stmt, 0) == c.code_bytes and c.code_bytes > 0:
+            memcpy(c.codes + i * c.code_bytes, sqlite3_column_blob(stmt, 0), c.code_bytes)
+        sqlite3_reset(stmt)
+    sqlite3_finalize(stmt)
+    return SQLITE_OK
+
+
+cdef int knn_next(sqlite3_vtab_cursor *cursor) noexcept nogil:
+    (<KnnCursor*>cursor).position += 1
+    return SQLITE_OK
+
+
+cdef int knn_eof(sqlite3_vtab_cursor *cursor) noexcept nogil:
+    cdef KnnCursor *c = <KnnCursor*>cursor
+    return c.position >= c.count
+
+
+cdef int knn_column(sqlite3_vtab_cursor *cursor, sqlite3_context *ctx, int column) noexcept nogil:
+    cdef KnnCursor *c = <KnnCursor*>cursor
+    cdef Hit hit = c.hits[c.position]
+    cdef double distance
+    if column == KNN_COLUMN_ID:
+        sqlite3_result_int64(ctx, hit.id)
+    elif column == KNN_COLUMN_DISTANCE:
+        if c.mode == MODE_HAMMING:
+            sqlite3_result_int64(ctx, <sqlite3_int64>hit.key)
+        else:
+            sqlite3_result_int64(ctx, <sqlite3_int64>hamming_kernel(
+                c.codes + c.position * c.code_bytes, c.query_code, c.code_bytes) if c.code_bytes > 0 else 0)
+    elif column == KNN_COLUMN_SCORE:
+        if c.mode == MODE_HAMMING:
+            sqlite3_result_double(ctx, 1.0 - hit.key * c.score_scale)
+        else:
+            sqlite3_result_double(ctx, -hit.key * c.score_scale)
+    else:
+        sqlite3_result_null(ctx)
+    return SQLITE_OK
+
+
+cdef int knn_rowid(sqlite3_vtab_cursor *cursor, sqlite3_int64 *rowid) noexcept nogil:
+    rowid[0] = (<KnnCursor*>cursor).position
+    return SQLITE_OK
+
+
+cdef sqlite3_module knn_module
+
+
+cdef int register_knn(sqlite3 *db, char **error) noexcept nogil:
+    # Filled in on every load (identical values each time): module-level
+    # initialisers would only run in the discarded Python module init.
+    memset(&knn_module, 0, sizeof(sqlite3_module))
+    knn_module.iVersion = 0
+    knn_module.xCreate = NULL  # eponymous-only: no CREATE VIRTUAL TABLE
+    knn_module.xConnect = knn_connect
+    knn_module.xBestIndex = knn_best_index
+    knn_module.xDisconnect = knn_disconnect
+    knn_module.xDestroy = knn_disconnect
+    knn_module.xOpen = knn_open
+    knn_module.xClose = knn_close
+    knn_module.xFilter = knn_filter
+    knn_module.xNext = knn_next
+    knn_module.xEof = knn_eof
+    knn_module.xColumn = knn_column
+    knn_module.xRowid = knn_rowid
+    cdef int rc = sqlite3_create_module_v2(db, "sqlitebin_knn", &knn_module, NULL, NULL)
+    if rc != SQLITE_OK and error != NULL:
+        error[0] = sqlite3_mprintf("sqlitebin: could not register sqlitebin_knn: %s", sqlite3_errmsg(db))
+    return rc
+
+
+# ---------------------------------------------------------------------------
 # sqlitebin_version() and sqlitebin_debug()
 
 cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
@@ -424,6 +1178,15 @@ cdef int register(sqlite3 *db, const char *name, int nargs, scalar_function func
     return rc
 
 
+cdef int register_aggregate(sqlite3 *db, const char *name, int nargs, scalar_function step,
+                            void (*final)(sqlite3_context*) noexcept nogil, char **error) noexcept nogil:
+    cdef int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
+    cdef int rc = sqlite3_create_function_v2(db, name, nargs, flags, NULL, NULL, step, final, NULL)
+    if rc != SQLITE_OK and error != NULL:
+        error[0] = sqlite3_mprintf("sqlitebin: could not register %s(): %s", name, sqlite3_errmsg(db))
+    return rc
+
+
 cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
                                        const sqlite3_api_routines *api) noexcept nogil:
     """Entry point called by SQLite's load_extension; registers everything on `db`."""
@@ -441,4 +1204,6 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
             or register(db, "sqlitebin_version", 0, version_sql, error)
             or register(db, "sqlitebin_debug", 0, debug_sql, error)):
         return SQLITE_ERROR
-    return SQLITE_OK
+    if register_aggregate(db, "sqlitebin_ids", 1, ids_step, ids_final, error):
+        return SQLITE_ERROR
+    return register_knn(db, error)
