@@ -86,13 +86,18 @@ def collection_ddl(tables, rescore, fts):
             chunk_id INTEGER PRIMARY KEY, count INTEGER NOT NULL,
             min_id INTEGER NOT NULL, max_id INTEGER NOT NULL, ids BLOB NOT NULL, codes BLOB NOT NULL)""",
         f"CREATE TABLE {t.changes} (id INTEGER PRIMARY KEY, code BLOB)",
+        # Delete-then-insert rather than REPLACE: inside a trigger SQLite applies the
+        # conflict policy of the outer statement (an UPSERT aborts), not the trigger's own.
         f"""CREATE TRIGGER {t.trigger('codes_insert')} AFTER INSERT ON {t.codes} BEGIN
-            REPLACE INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
+            DELETE FROM {t.changes} WHERE id = new.id;
+            INSERT INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
         f"""CREATE TRIGGER {t.trigger('codes_update')} AFTER UPDATE ON {t.codes} BEGIN
-            REPLACE INTO {t.changes} (id, code) VALUES (old.id, NULL);
-            REPLACE INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
+            DELETE FROM {t.changes} WHERE id IN (old.id, new.id);
+            INSERT INTO {t.changes} (id, code) SELECT old.id, NULL WHERE old.id != new.id;
+            INSERT INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
         f"""CREATE TRIGGER {t.trigger('codes_delete')} AFTER DELETE ON {t.codes} BEGIN
-            REPLACE INTO {t.changes} (id, code) VALUES (old.id, NULL); END""",
+            DELETE FROM {t.changes} WHERE id = old.id;
+            INSERT INTO {t.changes} (id, code) VALUES (old.id, NULL); END""",
     ]
     cascade = [f"DELETE FROM {t.codes} WHERE id = old.id;"]
     if rescore != "none":

@@ -1,0 +1,339 @@
+"""Collections: every search path against the NumPy oracle, writes, filters, reopen, errors."""
+
+import itertools
+import json
+
+import apsw
+import numpy as np
+import pytest
+
+import sqlitebin
+from oracle import Oracle
+
+SEARCH_PATHS = list(itertools.product(["knn", "sql"], ["asymmetric", "hamming"], ["int8", "float32", "bits", "none"]))
+
+
+def random_vectors(n, dim, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def make(db, name="c", dim=64, rescore="int8", n=500, seed=0, chunk_codes=4096):
+    collection = db.create_collection(name, dim=dim, embedder=None, rescore=rescore, chunk_codes=chunk_codes)
+    vectors = random_vectors(n, dim, seed)
+    ids = collection.add(vectors=vectors) if n else []
+    oracle = Oracle(dim, collection.ranges)
+    oracle.set(ids, vectors)
+    return collection, oracle
+
+
+@pytest.fixture
+def db():
+    database = sqlitebin.connect(":memory:")
+    yield database
+    database.close()
+
+
+def assert_matches(hits, expected, exact_ids=True):
+    assert [h.id for h in hits] == [e[0] for e in expected] if exact_ids else len(hits) == len(expected)
+    np.testing.assert_allclose([h.score for h in hits], [e[1] for e in expected], rtol=1e-5, atol=1e-6)
+    assert [h.distance for h in hits] == [e[2] for e in expected]
+
+
+@pytest.mark.parametrize("method,candidates,rescore", SEARCH_PATHS)
+@pytest.mark.parametrize("dim", [64, 100])
+def test_search_matches_oracle(db, method, candidates, rescore, dim):
+    stored = rescore if rescore in ("int8", "float32") else "int8"
+    collection, oracle = make(db, dim=dim, rescore=stored, n=700, seed=dim)
+    for seed in range(5):
+        query = random_vectors(1, dim, 1000 + seed)[0]
+        for k, oversample in [(1, 1), (10, 4), (25, 10)]:
+            hits = collection.search(query, k, oversample=oversample, rescore=rescore, candidates=candidates, method=method)
+            assert_matches(hits, oracle.search(query, k, oversample, candidates, rescore))
+
+
+def test_knn_and_row_scan_agree_exactly(db):
+    collection, _ = make(db, dim=256, n=3000)
+    for seed in range(10):
+        query = random_vectors(1, 256, seed + 50)[0]
+        for candidates in ("hamming", "asymmetric"):
+            fast = collection.search(query, 20, candidates=candidates, rescore="none", method="knn")
+            scan = collection.search(query, 20, candidates=candidates, rescore="none", method="sql")
+            assert [h.id for h in fast] == [h.id for h in scan]
+            np.testing.assert_allclose([h.score for h in fast], [h.score for h in scan], rtol=1e-5)
+
+
+def test_k_larger_than_collection_and_empty_collection(db):
+    collection, oracle = make(db, n=7)
+    query = random_vectors(1, 64, 9)[0]
+    hits = collection.search(query, k=50)
+    assert len(hits) == 7
+    assert_matches(hits, oracle.search(query, 50, 10, "asymmetric", "int8"))
+    empty = db.create_collection("empty", dim=64, embedder=None)
+    assert empty.search(query, k=5) == []
+    assert len(empty) == 0
+
+
+@pytest.mark.parametrize("chunk_codes", [1, 3, 4])
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 9])
+def test_chunk_boundaries(db, chunk_codes, n):
+    collection, oracle = make(db, n=n, chunk_codes=chunk_codes)
+    query = random_vectors(1, 64, 3)[0]
+    for method in ("knn", "sql"):
+        hits = collection.search(query, 10, rescore="none", candidates="hamming", method=method)
+        assert_matches(hits, oracle.search(query, 10, 10, "hamming", "none"))
+    info = collection.info()
+    assert info["pending_changes"] == 0 and info["chunked_codes"] == n
+    assert info["chunks"] == -(-n // chunk_codes)
+
+
+def test_delete_and_upsert_keep_every_path_exact(db):
+    collection, oracle = make(db, n=300, chunk_codes=64)
+    assert collection.delete([5, 6, 7, 999]) == 3
+    oracle.delete([5, 6, 7])
+    replacement = random_vectors(3, 64, 77)
+    collection.upsert(vectors=replacement, ids=[10, 11, 1000])
+    oracle.set([10, 11, 1000], replacement)
+    assert len(collection) == 298
+    assert collection.info()["pending_changes"] == 0
+    for seed in range(5):
+        query = random_vectors(1, 64, 300 + seed)[0]
+        for method, candidates in itertools.product(["knn", "sql"], ["hamming", "asymmetric"]):
+            hits = collection.search(query, 15, candidates=candidates, method=method)
+            assert_matches(hits, oracle.search(query, 15, 10, candidates, "int8"))
+    # The replaced document itself is found first with its new vector.
+    assert collection.search(replacement[0], 1)[0].id == 10
+
+
+def test_plain_sql_writes_are_seen_by_the_fast_path(db):
+    collection, oracle = make(db, n=200, chunk_codes=50)
+    new = random_vectors(2, 64, 5)
+    code = lambda v: np.packbits(v > 0).tobytes()
+    conn = db.conn
+    with conn:
+        conn.execute('INSERT INTO "c_documents"(id, text) VALUES (5000, \'from sql\')')
+        conn.execute('INSERT INTO "c_codes"(id, code) VALUES (5000, ?)', (code(new[0]),))
+        conn.execute('UPDATE "c_codes" SET code = ? WHERE id = 3', (code(new[1]),))
+        conn.execute('DELETE FROM "c_documents" WHERE id IN (1, 2)')
+    assert collection.info()["pending_changes"] == 4
+    oracle.delete([1, 2])
+    oracle.set([5000, 3], new)
+    for seed in range(5):
+        query = random_vectors(1, 64, 400 + seed)[0]
+        fast = collection.search(query, 20, candidates="hamming", rescore="none", method="knn")
+        expected = oracle.search(query, 20, 1, "hamming", "none")
+        assert [h.id for h in fast] == [e[0] for e in expected]
+        assert [h.distance for h in fast] == [e[2] for e in expected]
+    # Deleting a document removed its code and vector through the triggers.
+    assert conn.execute('SELECT count(*) FROM "c_codes" WHERE id IN (1, 2)').fetchall()[0][0] == 0
+    assert conn.execute('SELECT count(*) FROM "c_vectors" WHERE id IN (1, 2)').fetchall()[0][0] == 0
+    collection.compact()
+    assert collection.info()["pending_changes"] == 0
+    query = random_vectors(1, 64, 401)[0]
+    assert [h.id for h in collection.search(query, 20, candidates="hamming", rescore="none")] == [
+        e[0] for e in oracle.search(query, 20, 1, "hamming", "none")
+    ]
+
+
+def test_where_filters_before_top_k(db):
+    collection = db.create_collection("f", dim=64, embedder=None)
+    vectors = random_vectors(400, 64, 11)
+    ids = collection.add(vectors=vectors, metadata=[{"group": i % 4, "name": f"n{i}"} for i in range(400)])
+    oracle = Oracle(64, collection.ranges)
+    oracle.set(ids, vectors)
+    query = random_vectors(1, 64, 12)[0]
+    allowed = {i for i, position in zip(ids, range(400)) if position % 4 == 2}
+    for method in ("knn", "sql"):
+        hits = collection.search(query, 30, where="json_extract(metadata, '$.group') = :group", params={"group": 2},
+                                 method=method)
+        assert len(hits) == 30 and all(h.metadata["group"] == 2 for h in hits)
+        assert_matches(hits, oracle.search(query, 30, 10, "asymmetric", "int8", allowed=allowed))
+        assert collection.search(query, 5, where="id = :one", params={"one": ids[17]}, method=method)[0].id == ids[17]
+        assert collection.search(query, 5, where="0", method=method) == []
+        assert len(collection.search(query, 500, where="1", method=method)) == 400
+
+
+def test_reopen_from_disk_uses_stored_settings(tmp_path):
+    path = tmp_path / "docs.db"
+    with sqlitebin.connect(path) as db:
+        collection, oracle = make(db, dim=100, n=300)
+        query = random_vectors(1, 100, 1)[0]
+        before = collection.search(query, 10)
+        ranges = collection.ranges.copy()
+    with sqlitebin.connect(path) as db:
+        assert db.collections() == ["c"]
+        reopened = db.collection("c")
+        np.testing.assert_array_equal(reopened.ranges, ranges)
+        after = reopened.search(query, 10)
+        assert [(h.id, h.score) for h in after] == [(h.id, h.score) for h in before]
+        assert_matches(after, oracle.search(query, 10, 10, "asymmetric", "int8"))
+        assert db.conn.execute("PRAGMA journal_mode").fetchall()[0][0] == "wal"
+
+
+def test_texts_metadata_and_get(db):
+    def embed(texts):
+        return np.array([[len(t), t.count("a") + 1.0, 1.0, -1.0] for t in texts], dtype=np.float32)
+
+    embed.name = "test-embedder"
+    collection = db.create_collection("t", dim=4, embedder=embed)
+    ids = collection.add(["banana", "kiwi", "apple pie"], metadata=[{"fruit": True}, None, {"n": [1, 2]}])
+    hits = collection.get(ids)
+    assert [h.text for h in hits] == ["banana", "kiwi", "apple pie"]
+    assert [h.metadata for h in hits] == [{"fruit": True}, None, {"n": [1, 2]}]
+    assert collection.search("banana", 1)[0].text == "banana"
+    assert db.conn.execute('SELECT metadata FROM "t_documents" WHERE id = ?', (ids[2],)).fetchall()[0][0] == '{"n": [1, 2]}'
+    reopened_without = db.collection("t")
+    with pytest.raises(ValueError, match="has no embedder"):
+        reopened_without.search("banana")
+    assert db.collection("t", embedder=embed).search("kiwi", 1)[0].text == "kiwi"
+
+    def other(texts):
+        return embed(texts)
+
+    with pytest.raises(ValueError, match="was built with embedder 'test-embedder'"):
+        db.collection("t", embedder=other)
+
+
+def test_collection_management(db):
+    db.create_collection("a", dim=8, embedder=None)
+    db.create_collection("b b; DROP TABLE x --\"'", dim=8, embedder=None, rescore="none")
+    assert db.collections() == ["a", "b b; DROP TABLE x --\"'"]
+    weird = db.collection("b b; DROP TABLE x --\"'")
+    weird.add(vectors=random_vectors(5, 8))
+    assert len(weird.search(random_vectors(1, 8)[0], 3)) == 3
+    with pytest.raises(ValueError, match="already exists"):
+        db.create_collection("a", dim=8, embedder=None)
+    assert db.create_collection("a", dim=8, embedder=None, exists_ok=True).name == "a"
+    db.drop_collection("b b; DROP TABLE x --\"'")
+    assert db.collections() == ["a"]
+    with pytest.raises(KeyError, match="no collection named 'zzz'"):
+        db.collection("zzz")
+    with pytest.raises(KeyError):
+        db.drop_collection("zzz")
+
+
+def test_bits_only_collection(db):
+    collection, oracle = make(db, rescore="none", n=200)
+    query = random_vectors(1, 64, 2)[0]
+    assert_matches(collection.search(query, 10, rescore="bits"), oracle.search(query, 10, 10, "asymmetric", "bits"))
+    with pytest.raises(ValueError, match="needs int8 vectors, but collection 'c' stores none"):
+        collection.search(query, 10, rescore="int8")
+    assert collection.info()["bytes_per_document"] == 16
+
+
+BAD_SEARCH = [
+    (dict(k=0), ValueError, r"k must be from 1 to 100000, got 0"),
+    (dict(k=-1), ValueError, r"k must be from 1 to 100000, got -1"),
+    (dict(k=2.5), TypeError, r"k must be an integer, got 2.5"),
+    (dict(k=True), TypeError, r"k must be an integer, got True"),
+    (dict(oversample=0), ValueError, r"oversample must be from 1 to 1000, got 0"),
+    (dict(rescore="int4"), ValueError, r"rescore must be one of 'int8', 'float32', 'bits', 'none', got 'int4'"),
+    (dict(rescore="float32"), ValueError, r"rescore='float32' needs float32 vectors"),
+    (dict(candidates="x"), ValueError, r"candidates must be one of"),
+    (dict(method="x"), ValueError, r"method must be one of"),
+    (dict(where="1; DROP TABLE c_documents"), ValueError, r"where must be a single SQL condition without ';'"),
+    (dict(where=""), ValueError, r"where must be a non-empty SQL condition"),
+    (dict(params={"sqlitebin_k": 1}), ValueError, r"reserved"),
+]
+
+
+@pytest.mark.parametrize("options,error,message", BAD_SEARCH)
+def test_search_rejects_bad_arguments(db, options, error, message):
+    collection, _ = make(db, n=20)
+    with pytest.raises(error, match=message):
+        collection.search(random_vectors(1, 64)[0], **{"k": 5, **options})
+
+
+def test_search_rejects_bad_queries(db):
+    collection, _ = make(db, n=20)
+    with pytest.raises(ValueError, match="vectors have dimension 32 but the collection has 64"):
+        collection.search(np.ones(32, np.float32))
+    with pytest.raises(ValueError, match=r"non-finite value \(nan\) at index 3"):
+        collection.search(np.where(np.arange(64) == 3, np.nan, 1.0))
+    with pytest.raises(ValueError, match="has no embedder"):
+        collection.search("text query")
+    with pytest.raises(apsw.SQLError, match="no such column: nope"):
+        collection.search(np.ones(64), where="nope = 1")
+
+
+def test_add_rejects_bad_input_before_writing(db):
+    collection, _ = make(db, n=10)
+    cases = [
+        (dict(vectors=random_vectors(2, 64), ids=[1, 2]), ValueError, "id 1 already exists in collection 'c'; use upsert"),
+        (dict(vectors=random_vectors(2, 64), ids=[50]), ValueError, "got 1 ids for 2 documents"),
+        (dict(vectors=random_vectors(2, 64), ids=[50, 50]), ValueError, "ids must be unique"),
+        (dict(vectors=random_vectors(2, 64), ids=["a", "b"]), TypeError, "ids must be integers; id 0 is 'a'"),
+        (dict(vectors=random_vectors(1, 64), metadata=[{"x": object()}]), TypeError, "metadata 0 is not JSON-serializable"),
+        (dict(vectors=random_vectors(1, 64), metadata=[{"x": float("nan")}]), TypeError, "metadata 0 is not JSON-serializable"),
+        (dict(vectors=random_vectors(1, 64), metadata={"x": 1}), TypeError, "metadata must be a list"),
+        (dict(vectors=np.full((1, 64), np.inf)), ValueError, "non-finite value"),
+        (dict(vectors=random_vectors(1, 63)), ValueError, "dimension 63 but the collection has 64"),
+        (dict(texts=["a"]), ValueError, "has no embedder"),
+        (dict(texts="abc", vectors=random_vectors(1, 64)), TypeError, "not one string"),
+        (dict(texts=["\ud800"], vectors=random_vectors(1, 64)), ValueError, "text 0 is not valid Unicode"),
+        (dict(), ValueError, "give texts, vectors, or both"),
+        (dict(vectors=random_vectors(1, 64), batch_size=0), ValueError, "batch_size must be from 1"),
+    ]
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            collection.add(**options)
+    assert len(collection) == 10
+
+
+def test_batches_commit_one_by_one_and_progress_reports(db):
+    collection = db.create_collection("p", dim=16, embedder=None)
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collection.add(vectors=random_vectors(45, 16), batch_size=10, progress=progress)
+    assert seen == [(10, 45), (20, 45)]
+    assert len(collection) == 20  # both finished batches are committed
+    assert collection.info()["chunked_codes"] == 20
+
+
+def test_create_collection_validates(db):
+    with pytest.raises(ValueError, match="collection name must be 1 to 128 characters"):
+        db.create_collection("", dim=8, embedder=None)
+    with pytest.raises(TypeError, match="collection name must be a string"):
+        db.create_collection(5, dim=8, embedder=None)
+    with pytest.raises(ValueError, match="dim must be from 1 to 65536, got 0"):
+        db.create_collection("x", dim=0, embedder=None)
+    with pytest.raises(ValueError, match="rescore must be one of 'int8', 'float32', 'none'"):
+        db.create_collection("x", dim=8, embedder=None, rescore="bits")
+    with pytest.raises(ValueError, match="WordLlama gives 64, 128 or 256 dimensions, not 100"):
+        db.create_collection("x", dim=100)
+
+
+def test_connect_without_create(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no database at"):
+        sqlitebin.connect(tmp_path / "missing.db", create=False)
+
+
+def test_thresholds_are_used_for_codes(db):
+    thresholds = np.linspace(-0.1, 0.1, 16).astype(np.float32)
+    collection = db.create_collection("th", dim=16, embedder=None, thresholds=thresholds)
+    vectors = random_vectors(50, 16)
+    collection.add(vectors=vectors)
+    normalized = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    stored = [row[0] for row in db.conn.execute('SELECT code FROM "th_codes" ORDER BY id')]
+    assert stored == [np.packbits(v > thresholds).tobytes() for v in normalized]
+    reopened = db.collection("th")
+    np.testing.assert_array_equal(reopened.thresholds, thresholds)
+    query = random_vectors(1, 16, 3)[0]
+    assert [h.id for h in reopened.search(query, 5, method="knn", candidates="hamming")] == [
+        h.id for h in reopened.search(query, 5, method="sql", candidates="hamming")]
+
+
+def test_search_sql_is_what_search_runs(db):
+    collection, _ = make(db, n=50)
+    query = random_vectors(1, 64, 8)[0]
+    sql = collection.search_sql(k=5, where="id > 3")
+    assert "sqlitebin_knn" in sql and "WHERE (id > 3)" in sql
+    values = collection.search_params(collection.query_vector(query), k=5)
+    rows = db.conn.execute(sql, values).fetchall()
+    assert [r[0] for r in rows] == [h.id for h in collection.search(query, 5, where="id > 3")]
+    assert "hamming(code, :sqlitebin_code)" in collection.search_sql(method="sql", candidates="hamming")
