@@ -33,6 +33,7 @@ MAX_OVERSAMPLE = 1000
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLE = 10
 DEFAULT_BATCH_SIZE = 1000
+EMBED_BATCH_SIZE = 256
 
 
 @dataclass
@@ -220,20 +221,20 @@ class Collection:
         if count == 0:
             return []
 
-        # Embed and store in order of text length: WordLlama pads each batch to
-        # its longest text, so similar lengths together embed several times faster.
-        order = np.argsort([len(t) for t in texts], kind="stable") if texts is not None and vectors is None else np.arange(count)
+        # Batches follow input order, so assigned ids do too; within a batch,
+        # embed_texts sends texts to the embedder sorted by length (padding
+        # embedders waste less work on batches of similar lengths).
         new_ranges = self._calibrate(texts, vectors) if self.rescore == "int8" and self.ranges is None else None
         assigned = [None] * count
         done = 0
         for start in range(0, count, batch_size):
-            batch = order[start : start + batch_size]
+            batch = np.arange(start, min(count, start + batch_size))
             batch_texts = [texts[i] for i in batch] if texts is not None else None
             if vectors is not None:
                 batch_vectors = vectors[batch]
             else:
                 batch_vectors = quantize.as_float32_matrix(
-                    function, embed_texts(self.embedder, batch_texts, batch_size=len(batch_texts)), self.dim)
+                    function, embed_texts(self.embedder, batch_texts, batch_size=EMBED_BATCH_SIZE), self.dim)
             batch_ids = [ids[i] for i in batch] if ids is not None else None
             batch_metadata = [metadata_json[i] for i in batch]
             written = self._write_batch(function, batch_texts, batch_vectors, batch_ids, batch_metadata, replace,
