@@ -24,6 +24,9 @@
 
 typedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n);
 typedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n);
+/* Distances from `query` to `count` consecutive codes of `code_bytes` each, into `out`. */
+typedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                           const uint8_t *query, uint32_t *out);
 
 static inline uint64_t sqlitebin_load64(const uint8_t *p) {
     uint64_t w;
@@ -67,6 +70,12 @@ static uint64_t sqlitebin_popcount_portable(const uint8_t *a, size_t n) {
     return total;
 }
 
+static void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes,
+                                             const uint8_t *query, uint32_t *out) {
+    for (size_t i = 0; i < count; i++)
+        out[i] = (uint32_t)sqlitebin_hamming_portable(codes + i * code_bytes, query, code_bytes);
+}
+
 #if SQLITEBIN_X86_64 && (defined(__GNUC__) || defined(__clang__))
 #  define SQLITEBIN_HAVE_X86_KERNELS 1
 
@@ -100,6 +109,28 @@ static uint64_t sqlitebin_popcount_popcnt(const uint8_t *a, size_t n) {
     return total;
 }
 
+/* The scan's inner loop: the query's words stay in registers and the common
+ * 256-bit code is fully unrolled, which a call per code through a function
+ * pointer cannot do. */
+__attribute__((target("popcnt")))
+static void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes,
+                                           const uint8_t *query, uint32_t *out) {
+    if (code_bytes == 32) {
+        const uint64_t q0 = sqlitebin_load64(query), q1 = sqlitebin_load64(query + 8),
+                       q2 = sqlitebin_load64(query + 16), q3 = sqlitebin_load64(query + 24);
+        for (size_t i = 0; i < count; i++) {
+            const uint8_t *c = codes + i * 32;
+            out[i] = (uint32_t)(__builtin_popcountll(sqlitebin_load64(c) ^ q0)
+                              + __builtin_popcountll(sqlitebin_load64(c + 8) ^ q1)
+                              + __builtin_popcountll(sqlitebin_load64(c + 16) ^ q2)
+                              + __builtin_popcountll(sqlitebin_load64(c + 24) ^ q3));
+        }
+        return;
+    }
+    for (size_t i = 0; i < count; i++)
+        out[i] = (uint32_t)sqlitebin_hamming_popcnt(codes + i * code_bytes, query, code_bytes);
+}
+
 /* ---- AVX2 -------------------------------------------------------------- */
 
 /* Nibble lookup with vpshufb, summed per 64-bit lane with vpsadbw (the method
@@ -126,6 +157,17 @@ static uint64_t sqlitebin_hamming_avx2(const uint8_t *a, const uint8_t *b, size_
     uint64_t total = (uint64_t)_mm256_extract_epi64(acc, 0) + (uint64_t)_mm256_extract_epi64(acc, 1)
                    + (uint64_t)_mm256_extract_epi64(acc, 2) + (uint64_t)_mm256_extract_epi64(acc, 3);
     return total + sqlitebin_hamming_popcnt(a + i, b + i, n - i);
+}
+
+__attribute__((target("avx2,popcnt")))
+static void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes,
+                                         const uint8_t *query, uint32_t *out) {
+    if (code_bytes < 256) {
+        sqlitebin_hamming_block_popcnt(codes, count, code_bytes, query, out);
+        return;
+    }
+    for (size_t i = 0; i < count; i++)
+        out[i] = (uint32_t)sqlitebin_hamming_avx2(codes + i * code_bytes, query, code_bytes);
 }
 
 static int sqlitebin_cpu_has_popcnt(void) {

@@ -14,7 +14,7 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 `numpy.packbits(v > t)`). Float vectors are little-endian float32 BLOBs.
 """
 
-from libc.stdint cimport uint8_t, int8_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, int8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset, strcmp
 from libc.stdlib cimport getenv, qsort
 from libc.math cimport isnan, isinf, rintf, sqrt
@@ -42,9 +42,16 @@ cdef extern from *:
     void *sqlite3_aggregate_context(sqlite3_context*, int nBytes) nogil
     int sqlite3_bind_int64(sqlite3_stmt*, int, sqlite3_int64) nogil
     int sqlite3_reset(sqlite3_stmt*) nogil
+    int sqlite3_total_changes(sqlite3*) nogil
+    int sqlite3_get_autocommit(sqlite3*) nogil
 
 cdef extern from "popcount.h" nogil:
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
+    ctypedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                const uint8_t *query, uint32_t *out) noexcept nogil
+    void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
+    void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
+    void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
     ctypedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n) noexcept nogil
     int SQLITEBIN_HAVE_X86_KERNELS
     uint64_t sqlitebin_hamming_portable(const uint8_t *a, const uint8_t *b, size_t n)
@@ -60,6 +67,7 @@ cdef extern from "popcount.h" nogil:
 # Kernel selection, done once per load from what the CPU reports.
 
 cdef sqlitebin_hamming_fn hamming_kernel
+cdef sqlitebin_hamming_block_fn hamming_block_kernel
 cdef sqlitebin_popcount_fn popcount_kernel
 cdef const char *kernel_name
 
@@ -68,20 +76,23 @@ cdef void select_kernels() noexcept nogil:
     """Pick the fastest kernels the CPU supports. SQLITEBIN_POPCOUNT=portable or
     popcnt caps the choice (used by the tests to check every kernel); it can
     never select instructions the CPU lacks."""
-    global hamming_kernel, popcount_kernel, kernel_name
+    global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef bint allow_avx2 = cap == NULL or strcmp(cap, "avx2") == 0
     cdef bint allow_popcnt = allow_avx2 or strcmp(cap, "popcnt") == 0
     if SQLITEBIN_HAVE_X86_KERNELS and allow_avx2 and sqlitebin_cpu_has_avx2():
         hamming_kernel = sqlitebin_hamming_avx2
+        hamming_block_kernel = sqlitebin_hamming_block_avx2
         popcount_kernel = sqlitebin_popcount_popcnt
         kernel_name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and allow_popcnt and sqlitebin_cpu_has_popcnt():
         hamming_kernel = sqlitebin_hamming_popcnt
+        hamming_block_kernel = sqlitebin_hamming_block_popcnt
         popcount_kernel = sqlitebin_popcount_popcnt
         kernel_name = "popcnt"
     else:
         hamming_kernel = sqlitebin_hamming_portable
+        hamming_block_kernel = sqlitebin_hamming_block_portable
         popcount_kernel = sqlitebin_popcount_portable
         kernel_name = "portable"
 
@@ -658,29 +669,212 @@ ctypedef struct ScanContext:
     TopK top
 
 
+cdef enum:
+    SCAN_BLOCK = 1024  # codes scored per kernel call; their distances stay in L1
+
+
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
                      bint skip_changed) noexcept nogil:
-    cdef int64_t i, id
+    """Offer `count` codes to the top-k. The score comes first and the id
+    checks only for codes that would enter the heap, which are few."""
+    cdef int64_t start, i, n, id
     cdef int code_bytes = scan.code_bytes
     cdef double key
-    cdef const uint8_t *code
-    for i in range(count):
-        memcpy(&id, ids_blob + 8 * i, 8)
-        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
-            continue
-        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
-            continue
-        code = codes + <int64_t>code_bytes * i
+    cdef uint32_t distances[SCAN_BLOCK]
+    cdef TopK *top = &scan.top
+    start = 0
+    while start < count:
+        n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if scan.mode == MODE_HAMMING:
-            key = <double>hamming_kernel(code, scan.query_code, code_bytes)
-        else:
-            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, code, code_bytes)
-        topk_offer(&scan.top, key, id)
+            hamming_block_kernel(codes + start * code_bytes, n, code_bytes, scan.query_code, distances)
+        for i in range(n):
+            if scan.mode == MODE_HAMMING:
+                key = <double>distances[i]
+            else:
+                key = scan.query_sum - 2.0 * <double>asymmetric_sum(
+                    scan.tables, codes + (start + i) * code_bytes, code_bytes)
+            if top.size == top.k and key > top.heap[0].key:
+                continue
+            memcpy(&id, ids_blob + 8 * (start + i), 8)
+            if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+                continue
+            if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+                continue
+            topk_offer(top, key, id)
+        start += n
+
+
+# ---------------------------------------------------------------------------
+# The chunk cache. Reading a million codes out of chunk BLOBs costs SQLite a
+# copy through its page cache on every query (tens of milliseconds on a file
+# database); each connection therefore keeps the chunks of its recently used
+# collections in memory. An entry is used only while nothing can have changed
+# the chunk table since it was read: no explicit transaction is open, this
+# connection has made no change (sqlite3_total_changes), no other connection
+# has committed (PRAGMA data_version) and the schema is the same (PRAGMA
+# schema_version). Memory: 8 + code_bytes bytes per code, per connection.
+
+cdef enum:
+    CACHE_ENTRIES = 4
+
+ctypedef struct ChunkData:
+    char *collection       # sqlite3_mprintf copy; NULL for an empty slot
+    int code_bytes
+    int64_t chunk_count
+    int64_t *chunk_start   # chunk_count + 1 offsets into ids/codes
+    int64_t *chunk_min
+    int64_t *chunk_max
+    int64_t *ids
+    uint8_t *codes
+    int64_t data_version
+    int64_t schema_version
+    int total_changes
+    int64_t last_used
+
+
+cdef void chunk_data_free(ChunkData *d) noexcept nogil:
+    sqlite3_free(d.collection)
+    sqlite3_free(d.chunk_start)
+    sqlite3_free(d.chunk_min)
+    sqlite3_free(d.chunk_max)
+    sqlite3_free(d.ids)
+    sqlite3_free(d.codes)
+    memset(d, 0, sizeof(ChunkData))
+
+
+cdef int read_versions(sqlite3 *db, int64_t *data_version, int64_t *schema_version) noexcept nogil:
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int rc = sqlite3_prepare_v2(
+        db, "SELECT (SELECT data_version FROM pragma_data_version), (SELECT schema_version FROM pragma_schema_version)",
+        -1, &stmt, NULL)
+    if rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW:
+            data_version[0] = sqlite3_column_int64(stmt, 0)
+            schema_version[0] = sqlite3_column_int64(stmt, 1)
+            rc = SQLITE_OK
+    sqlite3_finalize(stmt)
+    return rc
+
+
+cdef int chunk_data_load(sqlite3 *db, sqlite3_vtab_cursor *cursor, const char *collection, int code_bytes,
+                         ChunkData *d) noexcept nogil:
+    """Read every chunk of `collection` into `d` (contiguous ids and codes)."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int64_t total = 0, chunks = 0, count, position = 0, chunk = 0
+    cdef int rc
+    cdef char *sql = sqlite3_mprintf('SELECT count(*), coalesce(sum(count), 0) FROM "%w_chunks"', collection)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+    sqlite3_free(sql)
+    if rc != SQLITE_OK:
+        sqlite3_finalize(stmt)
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): cannot read the chunks of collection '%q': %s",
+                                                collection, sqlite3_errmsg(db)))
+    if sqlite3_step(stmt) == SQLITE_ROW:
+        chunks = sqlite3_column_int64(stmt, 0)
+        total = sqlite3_column_int64(stmt, 1)
+    sqlite3_finalize(stmt)
+    stmt = NULL
+    d.code_bytes = code_bytes
+    d.chunk_start = <int64_t*>sqlite3_malloc64(8 * (chunks + 1))
+    d.chunk_min = <int64_t*>sqlite3_malloc64(8 * chunks + 8)
+    d.chunk_max = <int64_t*>sqlite3_malloc64(8 * chunks + 8)
+    d.ids = <int64_t*>sqlite3_malloc64(8 * total + 8)
+    d.codes = <uint8_t*>sqlite3_malloc64(total * code_bytes + 1)
+    if d.chunk_start == NULL or d.chunk_min == NULL or d.chunk_max == NULL or d.ids == NULL or d.codes == NULL:
+        return SQLITE_NOMEM
+    sql = sqlite3_mprintf('SELECT count, min_id, max_id, ids, codes FROM "%w_chunks"', collection)
+    if sql == NULL:
+        return SQLITE_NOMEM
+    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
+    sqlite3_free(sql)
+    while rc == SQLITE_OK:
+        rc = sqlite3_step(stmt)
+        if rc != SQLITE_ROW:
+            break
+        rc = SQLITE_OK
+        count = sqlite3_column_int64(stmt, 0)
+        if (chunk >= chunks or position + count > total or count < 0
+                or sqlite3_column_bytes(stmt, 3) != count * 8 or sqlite3_column_bytes(stmt, 4) != count * code_bytes):
+            rc = knn_fail(cursor, sqlite3_mprintf(
+                "sqlitebin_knn(): a chunk of collection '%q' is malformed (%lld codes, %d id bytes, %d code bytes)",
+                collection, count, sqlite3_column_bytes(stmt, 3), sqlite3_column_bytes(stmt, 4)))
+            break
+        d.chunk_start[chunk] = position
+        d.chunk_min[chunk] = sqlite3_column_int64(stmt, 1)
+        d.chunk_max[chunk] = sqlite3_column_int64(stmt, 2)
+        if count > 0:
+            memcpy(d.ids + position, sqlite3_column_blob(stmt, 3), count * 8)
+            if code_bytes > 0:
+                memcpy(d.codes + position * code_bytes, sqlite3_column_blob(stmt, 4), count * code_bytes)
+        position += count
+        chunk += 1
+    if rc == SQLITE_DONE:
+        rc = SQLITE_OK
+    sqlite3_finalize(stmt)
+    d.chunk_count = chunk
+    d.chunk_start[chunk] = position
+    return rc
+
+
+cdef int chunk_data_get(KnnTable *table, sqlite3_vtab_cursor *cursor, const char *collection, int code_bytes,
+                        ChunkData **result, ChunkData *uncached) noexcept nogil:
+    """The chunks of `collection`: a valid cache entry, a newly filled one, or (inside an
+    explicit transaction, where no entry can be trusted) `uncached`, which the caller frees."""
+    cdef int64_t data_version = 0, schema_version = 0
+    cdef int total_changes = sqlite3_total_changes(table.db)
+    cdef int i, rc, victim = 0
+    cdef ChunkData *d
+    cdef bint cacheable = sqlite3_get_autocommit(table.db) != 0
+    if cacheable:
+        rc = read_versions(table.db, &data_version, &schema_version)
+        if rc != SQLITE_OK:
+            return rc
+        table.clock += 1
+        for i in range(CACHE_ENTRIES):
+            d = &table.cache[i]
+            if d.collection == NULL or strcmp(d.collection, collection) != 0:
+                continue
+            if (d.data_version == data_version and d.schema_version == schema_version
+                    and d.total_changes == total_changes and d.code_bytes == code_bytes):
+                d.last_used = table.clock
+                result[0] = d
+                return SQLITE_OK
+            chunk_data_free(d)
+        for i in range(CACHE_ENTRIES):
+            if table.cache[i].collection == NULL:
+                victim = i
+                break
+            if table.cache[i].last_used < table.cache[victim].last_used:
+                victim = i
+        d = &table.cache[victim]
+        chunk_data_free(d)
+    else:
+        d = uncached
+    rc = chunk_data_load(table.db, cursor, collection, code_bytes, d)
+    if rc != SQLITE_OK:
+        chunk_data_free(d)
+        return rc
+    if cacheable:
+        d.collection = sqlite3_mprintf("%s", collection)
+        if d.collection == NULL:
+            chunk_data_free(d)
+            return SQLITE_NOMEM
+        d.data_version = data_version
+        d.schema_version = schema_version
+        d.total_changes = total_changes
+        d.last_used = table.clock
+    result[0] = d
+    return SQLITE_OK
 
 
 ctypedef struct KnnTable:
     sqlite3_vtab base
     sqlite3 *db          # the scan reads the collection's tables through it
+    ChunkData cache[CACHE_ENTRIES]
+    int64_t clock
 
 
 cdef inline sqlite3 *knn_db(sqlite3_vtab_cursor *cursor) noexcept nogil:
@@ -705,6 +899,10 @@ cdef int knn_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
 
 
 cdef int knn_disconnect(sqlite3_vtab *vtab) noexcept nogil:
+    cdef KnnTable *table = <KnnTable*>vtab
+    cdef int i
+    for i in range(CACHE_ENTRIES):
+        chunk_data_free(&table.cache[i])
     sqlite3_free(vtab)
     return SQLITE_OK
 
@@ -827,11 +1025,12 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     cdef int64_t pending_count = 0
     cdef ScanContext scan
     cdef char *sql = NULL
-    cdef const uint8_t *ids_blob
-    cdef const uint8_t *codes_blob
+    cdef ChunkData uncached
+    cdef ChunkData *chunks = NULL
     cdef Hit hit
 
     knn_reset(c)
+    memset(&uncached, 0, sizeof(ChunkData))
     memset(&scan, 0, sizeof(ScanContext))
     memset(&allowed, 0, sizeof(IdFilter))
     db = knn_db(cursor)
@@ -995,31 +1194,18 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
 
     # 2. The chunks, skipping entries whose id is in the change table.
     if rc == SQLITE_OK:
-        sql = sqlite3_mprintf('SELECT count, min_id, max_id, ids, codes FROM "%w_chunks"', collection)
-        rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
-        sqlite3_free(sql)
-        while rc == SQLITE_OK:
-            rc = sqlite3_step(stmt)
-            if rc != SQLITE_ROW:
-                break
-            rc = SQLITE_OK
-            count = sqlite3_column_int64(stmt, 0)
-            ids_blob = <const uint8_t*>sqlite3_column_blob(stmt, 3)
-            n = sqlite3_column_bytes(stmt, 3)
-            codes_blob = <const uint8_t*>sqlite3_column_blob(stmt, 4)
-            if n != count * 8 or sqlite3_column_bytes(stmt, 4) != count * code_bytes:
-                rc = knn_fail(cursor, sqlite3_mprintf(
-                    "sqlitebin_knn(): a chunk of collection '%q' is malformed (%lld codes, %lld id bytes, %d code bytes)",
-                    collection, count, n, sqlite3_column_bytes(stmt, 4)))
-                break
-            if have_allowed and (sqlite3_column_int64(stmt, 2) < allowed.low or sqlite3_column_int64(stmt, 1) > allowed.high):
+        memset(&uncached, 0, sizeof(ChunkData))
+        rc = chunk_data_get(<KnnTable*>cursor.pVtab, cursor, collection, code_bytes, &chunks, &uncached)
+    if rc == SQLITE_OK:
+        for j in range(chunks.chunk_count):
+            if have_allowed and (chunks.chunk_max[j] < allowed.low or chunks.chunk_min[j] > allowed.high):
                 continue
-            scan_codes(&scan, ids_blob, codes_blob, count,
-                       changed_count > 0 and not (sqlite3_column_int64(stmt, 2) < changed_ids[0]
-                                                  or sqlite3_column_int64(stmt, 1) > changed_ids[changed_count - 1]))
-        if rc == SQLITE_DONE:
-            rc = SQLITE_OK
-        sqlite3_finalize(stmt)
+            scan_codes(&scan, <const uint8_t*>(chunks.ids + chunks.chunk_start[j]),
+                       chunks.codes + chunks.chunk_start[j] * code_bytes,
+                       chunks.chunk_start[j + 1] - chunks.chunk_start[j],
+                       changed_count > 0 and not (chunks.chunk_max[j] < changed_ids[0]
+                                                  or chunks.chunk_min[j] > changed_ids[changed_count - 1]))
+    chunk_data_free(&uncached)
 
     # 3. The live rows of the change table.
     if rc == SQLITE_OK and pending_count > 0:

@@ -155,3 +155,61 @@ def test_knn_in_the_sqlite3_shell(tmp_path):
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["5|0", "1|2"]
+
+
+def knn_ids(conn, name, vector, k=5):
+    code = np.packbits(np.asarray(vector) > 0).tobytes()
+    return [r[0] for r in conn.execute("SELECT id FROM sqlitebin_knn(?, ?, ?)", (name, code, k))]
+
+
+def test_chunk_cache_sees_other_connections_writes(tmp_path):
+    path = tmp_path / "cache.db"
+    vectors = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)
+    with sqlitebin.connect(path) as writer, sqlitebin.connect(path) as reader:
+        collection = writer.create_collection("c", dim=32, embedder=None, rescore="none", chunk_codes=16)
+        collection.add(vectors=vectors[:200], ids=list(range(1, 201)))
+        probe = vectors[250]
+        assert 251 not in knn_ids(reader.conn, "c", probe)  # fills the reader's cache
+        collection.add(vectors=vectors[200:], ids=list(range(201, 301)))
+        assert knn_ids(reader.conn, "c", probe)[0] == 251
+        collection.delete([251])
+        assert 251 not in knn_ids(reader.conn, "c", probe)
+
+
+def test_chunk_cache_sees_own_writes_transactions_and_recreation(tmp_path):
+    db = sqlitebin.connect(tmp_path / "own.db")
+    vectors = np.random.default_rng(1).standard_normal((100, 32)).astype(np.float32)
+    collection = db.create_collection("c", dim=32, embedder=None, rescore="none", chunk_codes=8)
+    collection.add(vectors=vectors[:50], ids=list(range(1, 51)))
+    probe = vectors[70]
+    assert 71 not in knn_ids(db.conn, "c", probe)
+    collection.add(vectors=vectors[50:], ids=list(range(51, 101)))
+    assert knn_ids(db.conn, "c", probe)[0] == 71
+    # Inside an explicit transaction the scan reads the tables as they are, and after ROLLBACK too.
+    db.conn.execute("BEGIN")
+    db.conn.execute('DELETE FROM "c_chunks"')
+    assert 71 not in knn_ids(db.conn, "c", probe)
+    db.conn.execute("ROLLBACK")
+    assert knn_ids(db.conn, "c", probe)[0] == 71
+    # Dropping and recreating a collection of the same name starts from the new tables.
+    db.drop_collection("c")
+    again = db.create_collection("c", dim=32, embedder=None, rescore="none")
+    assert knn_ids(db.conn, "c", probe) == []
+    again.add(vectors=vectors[:3], ids=[7, 8, 9])
+    assert sorted(knn_ids(db.conn, "c", probe)) == [7, 8, 9]
+    db.close()
+
+
+def test_chunk_cache_holds_several_collections(tmp_path):
+    db = sqlitebin.connect(tmp_path / "many.db")
+    rng = np.random.default_rng(2)
+    expected = {}
+    for n in range(6):  # more collections than cache entries
+        name = f"c{n}"
+        vectors = rng.standard_normal((40, 16)).astype(np.float32)
+        db.create_collection(name, dim=16, embedder=None, rescore="none").add(vectors=vectors, ids=list(range(1, 41)))
+        expected[name] = vectors
+    for _ in range(2):
+        for name, vectors in expected.items():
+            assert knn_ids(db.conn, name, vectors[12], k=1) == [13]
+    db.close()
