@@ -14,10 +14,10 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 `numpy.packbits(v > t)`). Float vectors are little-endian float32 BLOBs.
 """
 
-from libc.stdint cimport uint8_t, int8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset, strcmp
 from libc.stdlib cimport getenv, qsort
-from libc.math cimport isnan, isinf, rintf, sqrt
+from libc.math cimport isnan, isinf, rintf, sqrt, floor
 
 from sqlite3ext cimport *
 
@@ -45,7 +45,11 @@ cdef extern from *:
     int sqlite3_total_changes(sqlite3*) nogil
     int sqlite3_get_autocommit(sqlite3*) nogil
 
-cdef extern from "popcount.h" nogil:
+cdef extern from "kernels.h" nogil:
+    ctypedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
+                                              const uint8_t *tables, uint16_t *out) noexcept nogil
+    void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes, const uint8_t *tables, uint16_t *out)
+    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
     ctypedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
                                                 const uint8_t *query, uint32_t *out) noexcept nogil
@@ -68,6 +72,7 @@ cdef extern from "popcount.h" nogil:
 
 cdef sqlitebin_hamming_fn hamming_kernel
 cdef sqlitebin_hamming_block_fn hamming_block_kernel
+cdef sqlitebin_nibble_sums_fn nibble_sums_kernel  # NULL without AVX2: the asymmetric scan then scores every code exactly
 cdef sqlitebin_popcount_fn popcount_kernel
 cdef const char *kernel_name
 
@@ -76,13 +81,15 @@ cdef void select_kernels() noexcept nogil:
     """Pick the fastest kernels the CPU supports. SQLITEBIN_POPCOUNT=portable or
     popcnt caps the choice (used by the tests to check every kernel); it can
     never select instructions the CPU lacks."""
-    global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name
+    global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name, nibble_sums_kernel
+    nibble_sums_kernel = NULL
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef bint allow_avx2 = cap == NULL or strcmp(cap, "avx2") == 0
     cdef bint allow_popcnt = allow_avx2 or strcmp(cap, "popcnt") == 0
     if SQLITEBIN_HAVE_X86_KERNELS and allow_avx2 and sqlitebin_cpu_has_avx2():
         hamming_kernel = sqlitebin_hamming_avx2
         hamming_block_kernel = sqlitebin_hamming_block_avx2
+        nibble_sums_kernel = sqlitebin_nibble_sums_avx2
         popcount_kernel = sqlitebin_popcount_popcnt
         kernel_name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and allow_popcnt and sqlitebin_cpu_has_popcnt():
@@ -640,6 +647,60 @@ cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float
             tables[j * 256 + b] = tables[j * 256 + (b & (b - 1))] + (query[dimension] if dimension < dim else 0)
 
 
+cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_t *tables,
+                             double *scale, double *high) noexcept nogil:
+    """uint8 nibble tables for the fast scan (layout in kernels.h) and their error bound.
+
+    Table entry (j, nibble n) is the sum of the query values of the 4 dimensions
+    that nibble covers with bits set in n; each table is shifted by its minimum
+    and quantized with one step for all tables. The sum of the exact entries is
+    then at most scale * (sum of quantized entries) + high, where `high` adds the
+    minimums and the worst-case rounding (half a step per table)."""
+    cdef int j, half, n, r, dimension, t
+    cdef double values[256]  # 2 tables x 16 entries, then reused per byte
+    cdef double step = 0, low, top, offset = 0, level
+    cdef double *minimum = <double*>sqlite3_malloc64(16 * code_bytes + 16)
+    if minimum == NULL:
+        return SQLITE_NOMEM
+    # Pass 1: the widest table fixes the step.
+    for pass_number in range(2):
+        for j in range(code_bytes):
+            for half in range(2):
+                t = 2 * j + half
+                low = 0
+                top = 0
+                for n in range(16):
+                    values[n] = 0
+                    for r in range(4):
+                        dimension = 8 * j + 4 * half + r
+                        if (n >> (3 - r)) & 1 and dimension < dim:
+                            values[n] += query[dimension]
+                    if values[n] < low:
+                        low = values[n]
+                    if values[n] > top:
+                        top = values[n]
+                if pass_number == 0:
+                    minimum[t] = low
+                    if top - low > step:
+                        step = top - low
+                    continue
+                for n in range(16):
+                    level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
+                    if level > 255:
+                        level = 255
+                    tables[64 * j + 32 * half + n] = <uint8_t>level
+                    tables[64 * j + 32 * half + 16 + n] = <uint8_t>level
+        if pass_number == 0:
+            step = step / 255.0
+            for t in range(2 * code_bytes):
+                offset += minimum[t]
+    sqlite3_free(minimum)
+    scale[0] = step
+    # Rounding error: half a step per table; a little more for float rounding in the exact sums.
+    high[0] = offset + code_bytes * step + 1e-4
+    return SQLITE_OK
+
+
 cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes) noexcept nogil:
     """Sum of the query values at the code's set bits, four table lookups per step."""
     cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0
@@ -667,6 +728,11 @@ ctypedef struct ScanContext:
     const int64_t *changed_ids
     int64_t changed_count
     TopK top
+    # Asymmetric fast scan: the true sum of a code is at most
+    # approx_scale * approx[i] + approx_high, so a code whose best case cannot
+    # enter the heap is skipped without computing its exact score.
+    double approx_scale
+    double approx_high
 
 
 cdef enum:
@@ -674,7 +740,7 @@ cdef enum:
 
 
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
-                     bint skip_changed) noexcept nogil:
+                     bint skip_changed, const uint16_t *approx) noexcept nogil:
     """Offer `count` codes to the top-k. The score comes first and the id
     checks only for codes that would enter the heap, which are few."""
     cdef int64_t start, i, n, id
@@ -691,6 +757,9 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
             if scan.mode == MODE_HAMMING:
                 key = <double>distances[i]
             else:
+                if approx != NULL and top.size == top.k and scan.query_sum - 2.0 * (
+                        scan.approx_scale * approx[start + i] + scan.approx_high) > top.heap[0].key:
+                    continue
                 key = scan.query_sum - 2.0 * <double>asymmetric_sum(
                     scan.tables, codes + (start + i) * code_bytes, code_bytes)
             if top.size == top.k and key > top.heap[0].key:
@@ -726,6 +795,7 @@ ctypedef struct ChunkData:
     int64_t *chunk_max
     int64_t *ids
     uint8_t *codes
+    uint8_t *blocked       # codes transposed in blocks of 32 for the nibble scan; made on first need
     int64_t data_version
     int64_t schema_version
     int total_changes
@@ -739,6 +809,7 @@ cdef void chunk_data_free(ChunkData *d) noexcept nogil:
     sqlite3_free(d.chunk_max)
     sqlite3_free(d.ids)
     sqlite3_free(d.codes)
+    sqlite3_free(d.blocked)
     memset(d, 0, sizeof(ChunkData))
 
 
@@ -1028,6 +1099,9 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     cdef ChunkData uncached
     cdef ChunkData *chunks = NULL
     cdef Hit hit
+    cdef uint8_t *nibble_tables = NULL
+    cdef uint16_t *approx = NULL
+    cdef int64_t blocks
 
     knn_reset(c)
     memset(&uncached, 0, sizeof(ChunkData))
@@ -1129,6 +1203,15 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
             scan.query_sum += value
         build_lookup_tables(query_floats, dim, code_bytes, tables)
         c.score_scale = 1.0 / sqrt(<double>dim) if dim > 0 else 0
+        if nibble_sums_kernel != NULL and 0 < code_bytes <= 128:
+            nibble_tables = <uint8_t*>sqlite3_malloc64(64 * code_bytes)
+            if nibble_tables == NULL or build_nibble_tables(
+                    query_floats, dim, code_bytes, nibble_tables, &scan.approx_scale, &scan.approx_high) != SQLITE_OK:
+                sqlite3_free(thresholds)
+                sqlite3_free(query_floats)
+                sqlite3_free(tables)
+                sqlite3_free(nibble_tables)
+                return SQLITE_NOMEM
     sqlite3_free(thresholds)
     sqlite3_free(query_floats)
 
@@ -1196,6 +1279,18 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     if rc == SQLITE_OK:
         memset(&uncached, 0, sizeof(ChunkData))
         rc = chunk_data_get(<KnnTable*>cursor.pVtab, cursor, collection, code_bytes, &chunks, &uncached)
+    if rc == SQLITE_OK and nibble_tables != NULL and chunks.chunk_start[chunks.chunk_count] > 0:
+        # Approximate sums for every cached code, 32 at a time.
+        blocks = (chunks.chunk_start[chunks.chunk_count] + 31) // 32
+        if chunks.blocked == NULL:
+            chunks.blocked = <uint8_t*>sqlite3_malloc64(blocks * 32 * code_bytes)
+            if chunks.blocked != NULL:
+                sqlitebin_transpose_blocks(chunks.codes, chunks.chunk_start[chunks.chunk_count], code_bytes, chunks.blocked)
+        approx = <uint16_t*>sqlite3_malloc64(blocks * 32 * 2)
+        if chunks.blocked == NULL or approx == NULL:
+            rc = SQLITE_NOMEM
+        else:
+            nibble_sums_kernel(chunks.blocked, blocks, code_bytes, nibble_tables, approx)
     if rc == SQLITE_OK:
         for j in range(chunks.chunk_count):
             if have_allowed and (chunks.chunk_max[j] < allowed.low or chunks.chunk_min[j] > allowed.high):
@@ -1204,12 +1299,15 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
                        chunks.codes + chunks.chunk_start[j] * code_bytes,
                        chunks.chunk_start[j + 1] - chunks.chunk_start[j],
                        changed_count > 0 and not (chunks.chunk_max[j] < changed_ids[0]
-                                                  or chunks.chunk_min[j] > changed_ids[changed_count - 1]))
+                                                  or chunks.chunk_min[j] > changed_ids[changed_count - 1]),
+                       approx + chunks.chunk_start[j] if approx != NULL else NULL)
     chunk_data_free(&uncached)
+    sqlite3_free(approx)
+    sqlite3_free(nibble_tables)
 
     # 3. The live rows of the change table.
     if rc == SQLITE_OK and pending_count > 0:
-        scan_codes(&scan, <const uint8_t*>pending_ids, pending_codes, pending_count, False)
+        scan_codes(&scan, <const uint8_t*>pending_ids, pending_codes, pending_count, False, NULL)
 
     # Results, best first: pop the max-heap from the back.
     if rc == SQLITE_OK:
@@ -1336,12 +1434,13 @@ cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noex
 
 cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     cdef const char *cpu = "other"
+    cdef const char *asymmetric = "nibble-avx2" if nibble_sums_kernel != NULL else "byte-table"
     if SQLITEBIN_HAVE_X86_KERNELS:
         cpu = "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
             "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline")
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s",
-        SQLITEBIN_VERSION, kernel_name, cpu, SQLITE_VERSION, sqlite3_libversion(),
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s",
+        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, SQLITE_VERSION, sqlite3_libversion(),
         SQLITEBIN_COMPILER)
     if text == NULL:
         sqlite3_result_error_nomem(ctx)

@@ -213,3 +213,33 @@ def test_chunk_cache_holds_several_collections(tmp_path):
         for name, vectors in expected.items():
             assert knn_ids(db.conn, name, vectors[12], k=1) == [13]
     db.close()
+
+
+@pytest.mark.parametrize("kernel", ["avx2", "popcnt", "portable"])
+def test_asymmetric_fast_scan_is_exact(kernel, monkeypatch, tmp_path):
+    """The nibble fast scan (AVX2) only skips codes that cannot enter the top k: same results as scoring all."""
+    monkeypatch.setenv("SQLITEBIN_POPCOUNT", kernel)
+    db = sqlitebin.connect(tmp_path / "fast.db")
+    try:
+        for dim in (256, 100, 1024):
+            collection = db.create_collection(f"a{dim}", dim=dim, embedder=None, rescore="none", chunk_codes=1000)
+            rng = np.random.default_rng(dim)
+            # Clustered data, so many codes score close to the k-th best.
+            centers = rng.standard_normal((5, dim))
+            vectors = (centers[rng.integers(0, 5, 6000)] + 0.7 * rng.standard_normal((6000, dim))).astype(np.float32)
+            ids = np.array(collection.add(vectors=vectors), dtype=np.int64)
+            normalized = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            for seed in range(3):
+                query = (centers[seed] + 0.5 * rng.standard_normal(dim)).astype(np.float32)
+                for k in (1, 10, 100):
+                    rows = db.conn.execute(f"SELECT id, score FROM sqlitebin_knn('a{dim}', ?, ?, 'asymmetric')",
+                                           (query.tobytes(), k)).fetchall()
+                    expected_ids, expected_scores = oracle_asymmetric(ids, normalized, query, k)
+                    assert [r[0] for r in rows] == expected_ids
+                    np.testing.assert_allclose([r[1] for r in rows], expected_scores, rtol=1e-5, atol=1e-5)
+        debug = db.conn.execute("SELECT sqlitebin_debug()").fetchall()[0][0]
+        assert ("asymmetric_scan=nibble-avx2" in debug) == (kernel == "avx2" and "popcount=avx2" in debug)
+    finally:
+        db.close()
+        monkeypatch.delenv("SQLITEBIN_POPCOUNT")
+        sqlitebin.load(apsw.Connection(":memory:"))  # restore the default kernels

@@ -1,15 +1,16 @@
 /*
- * Popcount kernels for sqlitebin, chosen once at load time from what the CPU
- * reports (never from compile-time flags), so the same binary runs on any
- * x86-64 CPU and uses POPCNT or AVX2 where they exist.
+ * Compute kernels for sqlitebin (popcount, and the asymmetric scan's nibble
+ * lookups), chosen once at load time from what the CPU reports (never from
+ * compile-time flags), so the same binary runs on any x86-64 CPU and uses
+ * POPCNT or AVX2 where they exist.
  *
  * These live in C rather than Cython because each kernel needs a per-function
  * `target` attribute, which Cython cannot express. Every load goes through
  * memcpy (or an unaligned vector load) because BLOB pointers handed out by
  * SQLite have no alignment guarantee.
  */
-#ifndef SQLITEBIN_POPCOUNT_H
-#define SQLITEBIN_POPCOUNT_H
+#ifndef SQLITEBIN_KERNELS_H
+#define SQLITEBIN_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,9 @@ typedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n);
 /* Distances from `query` to `count` consecutive codes of `code_bytes` each, into `out`. */
 typedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
                                            const uint8_t *query, uint32_t *out);
+/* Approximate asymmetric sums of blocks of 32 transposed codes (see sqlitebin_nibble_sums_avx2). */
+typedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
+                                         const uint8_t *tables, uint16_t *out);
 
 static inline uint64_t sqlitebin_load64(const uint8_t *p) {
     uint64_t w;
@@ -68,6 +72,18 @@ static uint64_t sqlitebin_popcount_portable(const uint8_t *a, size_t n) {
     if (i < n)
         total += sqlitebin_swar_popcount64(sqlitebin_load_tail(a + i, n - i));
     return total;
+}
+
+/* Lay codes out for the nibble scan: block b of 32 codes holds, for each byte
+ * position j, byte j of its 32 codes side by side. The last block is zero-padded. */
+static void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {
+    size_t blocks = (count + 31) / 32;
+    memset(out, 0, blocks * 32 * code_bytes);
+    for (size_t i = 0; i < count; i++) {
+        uint8_t *block = out + (i / 32) * 32 * code_bytes + (i % 32);
+        for (size_t j = 0; j < code_bytes; j++)
+            block[j * 32] = codes[i * code_bytes + j];
+    }
 }
 
 static void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes,
@@ -168,6 +184,40 @@ static void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, siz
     }
     for (size_t i = 0; i < count; i++)
         out[i] = (uint32_t)sqlitebin_hamming_avx2(codes + i * code_bytes, query, code_bytes);
+}
+
+/* Approximate asymmetric sums, 32 codes at a time: `tables` holds two 16-entry
+ * uint8 tables per code byte (high nibble, then low nibble), each written twice
+ * so one 32-byte load fills both AVX2 lanes; out[i] is the sum of code i's
+ * 2 * code_bytes entries (at most 2 * 128 * 255, so code_bytes <= 128). */
+__attribute__((target("avx2")))
+static void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes,
+                                       const uint8_t *tables, uint16_t *out) {
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t b = 0; b < blocks; b++) {
+        const uint8_t *block = blocked + b * code_bytes * 32;
+        __m256i acc_low = zero, acc_high = zero;
+        for (size_t j = 0; j < code_bytes; j++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(block + j * 32));
+            __m256i high = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+            __m256i low = _mm256_and_si256(x, mask);
+            __m256i a = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * j)), high);
+            __m256i c = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * j + 32)), low);
+            acc_low = _mm256_add_epi16(acc_low, _mm256_add_epi16(_mm256_unpacklo_epi8(a, zero), _mm256_unpacklo_epi8(c, zero)));
+            acc_high = _mm256_add_epi16(acc_high, _mm256_add_epi16(_mm256_unpackhi_epi8(a, zero), _mm256_unpackhi_epi8(c, zero)));
+        }
+        /* unpacklo takes bytes 0-7 of each 128-bit lane: acc_low holds codes 0-7 and
+         * 16-23, acc_high codes 8-15 and 24-31. */
+        uint16_t low_sums[16], high_sums[16];
+        _mm256_storeu_si256((__m256i *)low_sums, acc_low);
+        _mm256_storeu_si256((__m256i *)high_sums, acc_high);
+        uint16_t *o = out + b * 32;
+        memcpy(o, low_sums, 16);
+        memcpy(o + 8, high_sums, 16);
+        memcpy(o + 16, low_sums + 8, 16);
+        memcpy(o + 24, high_sums + 8, 16);
+    }
 }
 
 static int sqlitebin_cpu_has_popcnt(void) {
