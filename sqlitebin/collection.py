@@ -224,7 +224,6 @@ class Collection:
         # Batches follow input order, so assigned ids do too; within a batch,
         # embed_texts sends texts to the embedder sorted by length (padding
         # embedders waste less work on batches of similar lengths).
-        new_ranges = self._calibrate(texts, vectors) if self.rescore == "int8" and self.ranges is None else None
         assigned = [None] * count
         done = 0
         for start in range(0, count, batch_size):
@@ -237,26 +236,18 @@ class Collection:
                     function, embed_texts(self.embedder, batch_texts, batch_size=EMBED_BATCH_SIZE), self.dim)
             batch_ids = [ids[i] for i in batch] if ids is not None else None
             batch_metadata = [metadata_json[i] for i in batch]
+            # The int8 ranges are calibrated once, from the first batch a collection receives.
+            new_ranges = None
+            if self.rescore == "int8" and self.ranges is None:
+                new_ranges = quantize.calibrate_ranges(quantize.normalize(batch_vectors))
             written = self._write_batch(function, batch_texts, batch_vectors, batch_ids, batch_metadata, replace,
-                                        new_ranges if start == 0 else None)
+                                        new_ranges)
             for position, new_id in zip(batch, written):
                 assigned[position] = new_id
             done += len(batch)
             if progress is not None:
                 progress(done, count)
         return assigned
-
-    def _calibrate(self, texts, vectors):
-        """int8 ranges from a sample of up to 2,000 of the first documents added (stored with the first batch)."""
-        rng = np.random.default_rng(0)
-        count = len(texts) if vectors is None else len(vectors)
-        sample = np.sort(rng.choice(count, size=min(count, 2000), replace=False))
-        if vectors is not None:
-            sample_vectors = vectors[sample]
-        else:
-            sample_vectors = embed_texts(self.embedder, [texts[i] for i in sample])
-        sample_vectors = quantize.as_float32_matrix("Collection.add()", sample_vectors, self.dim)
-        return quantize.calibrate_ranges(quantize.normalize(sample_vectors))
 
     def _write_batch(self, function, texts, vectors, ids, metadata, replace, new_ranges):
         """Write one batch in one transaction; `new_ranges`, when given, are stored with it."""
@@ -491,16 +482,19 @@ class Collection:
           "json_extract(metadata, '$.lang') = :lang"), applied before the top-k, with `params`.
 
         Returns fewer than k hits only when fewer documents match. Raises ValueError
-        or TypeError for bad arguments and apsw.SQLError for a `where` that is not valid SQL.
+        or TypeError for bad arguments (a `where` parameter missing from `params` included)
+        and apsw.SQLError for a `where` that is not valid SQL.
         """
         sql = self.search_sql(k=k, oversample=oversample, rescore=rescore, candidates=candidates, method=method,
                               where=where)
         vector = self.query_vector(query)
         values = self.search_params(vector, k=k, oversample=oversample, candidates=candidates, params=params)
-        return [
-            Hit(row[0], float(row[1]), row[2], row[3], _load_metadata(row[4]))
-            for row in self.conn.execute(sql, values)
-        ]
+        try:
+            rows = self.conn.execute(sql, values).fetchall()
+        except KeyError as error:  # apsw: a named parameter without a value
+            raise ValueError(
+                f"Collection.search(): where uses :{error.args[0]} but params gives it no value") from None
+        return [Hit(row[0], float(row[1]), row[2], row[3], _load_metadata(row[4])) for row in rows]
 
     # ------------------------------------------------------------------
     # Inspection

@@ -61,10 +61,6 @@ class Database:
         self.conn = apsw.Connection(path, flags=flags)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         load(self.conn)
-        if path != ":memory:" and not readonly:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-        if not readonly:
-            self.conn.execute(REGISTRY_DDL)
 
     def __enter__(self):
         return self
@@ -104,10 +100,15 @@ class Database:
         dim = _check_int(function, "dim", dim, 1, 65536)
         rescore = _check_choice(function, "rescore", rescore, STORED_KINDS)
         chunk_codes = _check_int(function, "chunk_codes", chunk_codes, 1, 1_000_000)
-        if name in self.collections():
-            if exists_ok:
-                return self.collection(name, embedder=embedder if not isinstance(embedder, str) else None)
-            raise ValueError(f"{function}: collection {name!r} already exists")
+        existing = self._settings(name)
+        if existing is not None:
+            if not exists_ok:
+                raise ValueError(f"{function}: collection {name!r} already exists")
+            if (existing["dim"], existing["rescore"]) != (dim, rescore):
+                raise ValueError(
+                    f"{function}: collection {name!r} exists with dim={existing['dim']}, "
+                    f"rescore={existing['rescore']!r}, not dim={dim}, rescore={rescore!r}")
+            return self.collection(name, embedder=embedder if not isinstance(embedder, str) else None)
         embed = embedder_for(embedder, dim) if embedder is not None else None
         if embed is not None and getattr(embed, "dim", dim) != dim:
             raise ValueError(f"{function}: embedder {embedder_name(embed)!r} gives {embed.dim} dimensions, not {dim}")
@@ -129,7 +130,10 @@ class Database:
             "fts": int(fts),
             "schema_version": SCHEMA_VERSION,
         }
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, with the first collection
         with self.conn:
+            self.conn.execute(REGISTRY_DDL)
             for statement in collection_ddl(TableNames(name), rescore, fts):
                 self.conn.execute(statement)
             columns = ", ".join(REGISTRY_COLUMNS)

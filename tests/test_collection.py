@@ -337,3 +337,41 @@ def test_search_sql_is_what_search_runs(db):
     rows = db.conn.execute(sql, values).fetchall()
     assert [r[0] for r in rows] == [h.id for h in collection.search(query, 5, where="id > 3")]
     assert "hamming(code, :sqlitebin_code)" in collection.search_sql(method="sql", candidates="hamming")
+
+
+def test_where_parameter_without_value(db):
+    collection, _ = make(db, n=10)
+    with pytest.raises(ValueError, match="where uses :wanted but params gives it no value"):
+        collection.search(random_vectors(1, 64)[0], where="id = :wanted")
+
+
+def test_opening_a_file_changes_nothing(tmp_path):
+    import apsw as apsw_module
+
+    path = tmp_path / "plain.db"
+    plain = apsw_module.Connection(str(path))
+    plain.execute("CREATE TABLE t(x)")
+    plain.close()
+    with sqlitebin.connect(path) as db:
+        assert db.collections() == []
+    check = apsw_module.Connection(str(path))
+    assert check.execute("PRAGMA journal_mode").fetchall()[0][0] == "delete"
+    assert [r[0] for r in check.execute("SELECT name FROM sqlite_master")] == ["t"]
+
+
+def test_exists_ok_refuses_different_settings(db):
+    db.create_collection("c", dim=64, embedder=None)
+    with pytest.raises(ValueError, match="exists with dim=64, rescore='int8', not dim=256, rescore='int8'"):
+        db.create_collection("c", dim=256, embedder=None, exists_ok=True)
+
+
+def test_int8_ranges_come_from_the_first_batch(db):
+    collection = db.create_collection("r", dim=32, embedder=None)
+    vectors = random_vectors(100, 32, 4)
+    collection.add(vectors=vectors, batch_size=40)
+    normalized = vectors[:40] / np.linalg.norm(vectors[:40], axis=1, keepdims=True)
+    low, high = normalized.min(axis=0), normalized.max(axis=0)
+    margin = (high - low) * np.float32(0.05)
+    np.testing.assert_allclose(collection.ranges, np.concatenate([low - margin, high + margin]), rtol=1e-6)
+    stored = db.conn.execute("SELECT ranges FROM sqlitebin_collections WHERE name = 'r'").fetchall()[0][0]
+    assert np.frombuffer(stored, dtype="<f4").tolist() == collection.ranges.tolist()
