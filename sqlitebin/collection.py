@@ -13,6 +13,7 @@ Hamming bits between the query's code and the document's.
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -33,6 +34,12 @@ MAX_OVERSAMPLE = 1000
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLE = 10
 DEFAULT_BATCH_SIZE = 1000
+# Hybrid: score = bm25 / min(bm25) + vector_weight x cosine over the union of the keyword
+# top 50 and the vector top 20. Tuned on the Debian dev queries (nDCG@10 0.705 against 0.693
+# for BM25 alone and 0.495 for vectors alone; every weight from 0.2 to 1.2 beats BM25).
+DEFAULT_VECTOR_WEIGHT = 0.6
+HYBRID_KEYWORD_DEPTH = 50
+HYBRID_VECTOR_DEPTH = 20
 EMBED_BATCH_SIZE = 256
 
 
@@ -388,8 +395,13 @@ class Collection:
             raise ValueError(f"Collection.search(): expected one query vector, got {len(vector)}")
         return quantize.normalize(vector)[0]
 
-    def _search_options(self, k, oversample, rescore, candidates, method, where):
+    def _search_options(self, mode, k, oversample, rescore, candidates, method, where, vector_weight):
         function = "Collection.search()"
+        mode = _check_choice(function, "mode", mode, MODES)
+        if mode != "vector" and not self.fts:
+            raise ValueError(
+                f"{function}: mode={mode!r} needs a text index, but collection {self.name!r} has none "
+                "(create it with fts=True)")
         k = _check_int(function, "k", k, 1, MAX_K)
         oversample = _check_int(function, "oversample", oversample, 1, MAX_OVERSAMPLE)
         rescore = self.rescore if rescore is None else _check_choice(function, "rescore", rescore, RESCORE_KINDS)
@@ -401,57 +413,100 @@ class Collection:
         candidates = _check_choice(function, "candidates", candidates, CANDIDATE_KINDS)
         method = _check_choice(function, "method", method, METHODS)
         where = check_where(function, where)
-        return k, oversample, rescore, candidates, method, where
+        if isinstance(vector_weight, bool) or not isinstance(vector_weight, (int, float)) or not (
+                0.0 <= vector_weight <= 100.0):
+            raise ValueError(f"{function}: vector_weight must be a number from 0 to 100, got {vector_weight!r}")
+        return mode, k, oversample, rescore, candidates, method, where, float(vector_weight)
 
-    def search_sql(self, *, k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE, rescore=None, candidates="asymmetric",
-                   method="knn", where=None):
+    def search_sql(self, *, mode="vector", k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE, rescore=None,
+                   candidates="asymmetric", method="knn", where=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
         """The SQL that `search()` runs with these options; its parameters are named `:sqlitebin_*`."""
-        k, oversample, rescore, candidates, method, where = self._search_options(
-            k, oversample, rescore, candidates, method, where)
+        mode, k, oversample, rescore, candidates, method, where, vector_weight = self._search_options(
+            mode, k, oversample, rescore, candidates, method, where, vector_weight)
         t = self.tables
-        if method == "knn":
-            allowed = f", (SELECT sqlitebin_ids(id) FROM {t.documents} WHERE ({where}))" if where else ""
-            candidate_sql = (
-                "SELECT id, distance, score AS estimate FROM sqlitebin_knn("
-                f":sqlitebin_collection, :sqlitebin_query, :sqlitebin_candidates, '{candidates}'{allowed})"
+        if mode == "vector":
+            return (
+                f"WITH candidates AS ({self._candidates_sql(candidates, method, where)}),\n"
+                f"vector AS ({self._rescored_sql(rescore, ':sqlitebin_k')})\n"
+                f"SELECT c.id, c.score, c.distance, d.text, d.metadata\n"
+                f"FROM vector AS c JOIN {t.documents} AS d ON d.id = c.id\n"
+                f"ORDER BY c.score DESC, c.id"
             )
-        else:
-            filter_sql = f" WHERE id IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
-            if candidates == "hamming":
-                candidate_sql = (
-                    f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
-                    f"1.0 - 2.0 * hamming(code, :sqlitebin_code) / {self.dim}.0 AS estimate "
-                    f"FROM {t.codes}{filter_sql} ORDER BY distance, id LIMIT :sqlitebin_candidates"
-                )
-            else:
-                candidate_sql = (
-                    f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
-                    f"dot_bits(:sqlitebin_vector, code) / {math.sqrt(self.dim)!r} AS estimate "
-                    f"FROM {t.codes}{filter_sql} ORDER BY estimate DESC, id LIMIT :sqlitebin_candidates"
-                )
-        joins = f"JOIN {t.documents} AS d ON d.id = c.id"
-        if rescore == "int8":
-            score = "dot_int8(:sqlitebin_vector, v.vector, :sqlitebin_ranges)"
-            joins += f" JOIN {t.vectors} AS v ON v.id = c.id"
-        elif rescore == "float32":
-            score = "dot_float32(:sqlitebin_vector, v.vector)"
-            joins += f" JOIN {t.vectors} AS v ON v.id = c.id"
-        elif rescore == "bits":
-            score = f"dot_bits(:sqlitebin_vector, b.code) / {math.sqrt(self.dim)!r}"
-            joins += f" JOIN {t.codes} AS b ON b.id = c.id"
-        else:
-            score = "c.estimate"
+        if mode == "keyword":
+            return (
+                f"WITH keyword AS ({self._keyword_sql(where, ':sqlitebin_k')})\n"
+                f"SELECT c.id, c.score, hamming(b.code, :sqlitebin_code) AS distance, d.text, d.metadata\n"
+                f"FROM keyword AS c JOIN {t.documents} AS d ON d.id = c.id JOIN {t.codes} AS b ON b.id = c.id\n"
+                f"ORDER BY c.score DESC, c.id"
+            )
+        # Hybrid: the keyword top and the vector top, each document scored by its BM25
+        # relative to the best keyword hit (1 for it, 0 when absent) plus the weighted
+        # cosine from the rescoring vectors, which keyword-only documents get too.
+        score, join = self._score_sql(rescore, "c")
         return (
-            f"WITH candidates AS ({candidate_sql})\n"
-            f"SELECT c.id, {score} AS score, c.distance, d.text, d.metadata\n"
-            f"FROM candidates AS c {joins}\n"
+            f"WITH candidates AS ({self._candidates_sql(candidates, method, where)}),\n"
+            f"vector AS MATERIALIZED ({self._rescored_sql(rescore, ':sqlitebin_vector_depth')}),\n"
+            f"keyword AS MATERIALIZED ({self._keyword_sql(where, ':sqlitebin_keyword_depth')}),\n"
+            f"keyword_scaled AS (SELECT id, coalesce(score / nullif(max(score) OVER (), 0), 1.0) AS part FROM keyword),\n"
+            f"fused AS (SELECT id FROM keyword UNION SELECT id FROM vector)\n"
+            f"SELECT c.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * {score} AS score,\n"
+            f"  hamming(b.code, :sqlitebin_code) AS distance, d.text, d.metadata\n"
+            f"FROM fused AS c LEFT JOIN keyword_scaled AS k ON k.id = c.id{join}\n"
+            f"  JOIN {t.codes} AS b ON b.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
             f"ORDER BY score DESC, c.id\n"
             f"LIMIT :sqlitebin_k"
         )
 
-    def search_params(self, vector, *, k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE, candidates="asymmetric",
-                      params=None):
-        """The parameter values for `search_sql()` given a normalised query vector."""
+    def _candidates_sql(self, candidates, method, where):
+        """k x oversample candidates from the codes: (id, distance, estimate)."""
+        t = self.tables
+        if method == "knn":
+            allowed = f", (SELECT sqlitebin_ids(id) FROM {t.documents} WHERE ({where}))" if where else ""
+            return (
+                "SELECT id, distance, score AS estimate FROM sqlitebin_knn("
+                f":sqlitebin_collection, :sqlitebin_query, :sqlitebin_candidates, '{candidates}'{allowed})"
+            )
+        filter_sql = f" WHERE id IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
+        if candidates == "hamming":
+            return (
+                f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
+                f"1.0 - 2.0 * hamming(code, :sqlitebin_code) / {self.dim}.0 AS estimate "
+                f"FROM {t.codes}{filter_sql} ORDER BY distance, id LIMIT :sqlitebin_candidates"
+            )
+        return (
+            f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
+            f"dot_bits(:sqlitebin_vector, code) / {math.sqrt(self.dim)!r} AS estimate "
+            f"FROM {t.codes}{filter_sql} ORDER BY estimate DESC, id LIMIT :sqlitebin_candidates"
+        )
+
+    def _score_sql(self, rescore, alias):
+        """The rescoring expression for the document `alias`.id, and the join it needs."""
+        t = self.tables
+        if rescore == "int8":
+            return "dot_int8(:sqlitebin_vector, v.vector, :sqlitebin_ranges)", f" JOIN {t.vectors} AS v ON v.id = {alias}.id"
+        if rescore == "float32":
+            return "dot_float32(:sqlitebin_vector, v.vector)", f" JOIN {t.vectors} AS v ON v.id = {alias}.id"
+        # 'bits', and 'none' outside the candidate list: the code read as +1/-1.
+        return f"dot_bits(:sqlitebin_vector, s.code) / {math.sqrt(self.dim)!r}", f" JOIN {t.codes} AS s ON s.id = {alias}.id"
+
+    def _rescored_sql(self, rescore, limit):
+        """The candidates rescored with the float query: (id, score, distance), best `limit` first."""
+        score, join = ("c.estimate", "") if rescore == "none" else self._score_sql(rescore, "c")
+        return f"SELECT c.id, {score} AS score, c.distance FROM candidates AS c{join} ORDER BY score DESC, c.id LIMIT {limit}"
+
+    def _keyword_sql(self, where, limit):
+        """BM25 over the FTS5 index: (id, score), score = -bm25 so higher is better."""
+        t = self.tables
+        filter_sql = f" AND rowid IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
+        return (
+            f"SELECT rowid AS id, -bm25({t.fts}) AS score FROM {t.fts} "
+            f"WHERE {t.fts} MATCH :sqlitebin_match{filter_sql} ORDER BY bm25({t.fts}), rowid LIMIT {limit}"
+        )
+
+    def search_params(self, vector, *, mode="vector", k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE,
+                      candidates="asymmetric", params=None, query_text=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
+        """The parameter values for `search_sql()` given a normalised query vector (and, for
+        keyword and hybrid modes, the query text)."""
         vector = np.ascontiguousarray(vector, dtype=quantize.FLOAT32)
         code = quantize.binary_quantize(vector.reshape(1, -1), self.thresholds)[0].tobytes()
         values = dict(params or {})
@@ -463,16 +518,23 @@ class Collection:
             sqlitebin_query=vector.tobytes() if candidates == "asymmetric" else code,
             sqlitebin_code=code,
             sqlitebin_vector=vector.tobytes(),
-            sqlitebin_candidates=min(MAX_K, k * oversample),
+            sqlitebin_candidates=min(MAX_K, (max(k, HYBRID_VECTOR_DEPTH) if mode == "hybrid" else k) * oversample),
             sqlitebin_k=k,
+            sqlitebin_vector_depth=max(k, HYBRID_VECTOR_DEPTH),
+            sqlitebin_keyword_depth=max(k, HYBRID_KEYWORD_DEPTH),
             sqlitebin_ranges=self.ranges.tobytes() if self.ranges is not None else None,
+            sqlitebin_match=fts_match_query(query_text) if query_text is not None else None,
+            sqlitebin_vector_weight=float(vector_weight),
         )
         return values
 
-    def search(self, query, k=DEFAULT_K, *, oversample=DEFAULT_OVERSAMPLE, rescore=None, candidates="asymmetric",
-               method="knn", where=None, params=None):
+    def search(self, query, k=DEFAULT_K, *, mode="vector", oversample=DEFAULT_OVERSAMPLE, rescore=None,
+               candidates="asymmetric", method="knn", where=None, params=None,
+               vector_weight=DEFAULT_VECTOR_WEIGHT):
         """The k best documents for a text or vector query, best first.
 
+        - `mode`: 'vector' (default), 'keyword' (SQLite FTS5 BM25 over the texts) or 'hybrid'
+          (both, fused); keyword and hybrid need a text query and a collection with a text index.
         - `oversample` (default 10): k x oversample candidates are taken from the codes, then rescored.
         - `rescore`: 'int8' or 'float32' (the stored vectors; default: what the collection stores),
           'bits' (the codes as +1/-1, no extra storage) or 'none' (the candidate score as is).
@@ -480,15 +542,31 @@ class Collection:
         - `method`: 'knn' (default: the compiled chunk scan) or 'sql' (a row scan with hamming()).
         - `where`: a SQL condition on the documents table (columns id, text, metadata; e.g.
           "json_extract(metadata, '$.lang') = :lang"), applied before the top-k, with `params`.
+        - `vector_weight` (hybrid, default 0.6): the fused score is the document's BM25 relative
+          to the best keyword hit (1 for the best, 0 when absent) plus vector_weight x cosine.
 
-        Returns fewer than k hits only when fewer documents match. Raises ValueError
-        or TypeError for bad arguments (a `where` parameter missing from `params` included)
-        and apsw.SQLError for a `where` that is not valid SQL.
+        Scores: cosine similarity (vector), minus BM25 (keyword, higher is better), or the
+        fused score (hybrid). Returns fewer than k hits only when fewer documents match.
+        Raises ValueError or TypeError for bad arguments (a `where` parameter missing from
+        `params` included) and apsw.SQLError for a `where` that is not valid SQL.
         """
-        sql = self.search_sql(k=k, oversample=oversample, rescore=rescore, candidates=candidates, method=method,
-                              where=where)
-        vector = self.query_vector(query)
-        values = self.search_params(vector, k=k, oversample=oversample, candidates=candidates, params=params)
+        sql = self.search_sql(mode=mode, k=k, oversample=oversample, rescore=rescore, candidates=candidates,
+                              method=method, where=where, vector_weight=vector_weight)
+        if mode != "vector" and not isinstance(query, str):
+            raise TypeError(f"Collection.search(): mode={mode!r} needs a text query, got {type(query).__name__}")
+        if mode == "keyword":
+            if not query.strip():
+                raise ValueError("Collection.search(): the query is empty")
+            vector = np.zeros(self.dim, dtype=quantize.FLOAT32)
+        else:
+            vector = self.query_vector(query)
+        values = self.search_params(vector, mode=mode, k=k, oversample=oversample, candidates=candidates,
+                                    params=params, query_text=query if mode != "vector" else None,
+                                    vector_weight=vector_weight)
+        if values["sqlitebin_match"] is None and mode != "vector":
+            if mode == "keyword":
+                return []
+            values["sqlitebin_match"] = '""'  # no words: matches nothing, so hybrid ranks by the vectors
         try:
             rows = self.conn.execute(sql, values).fetchall()
         except KeyError as error:  # apsw: a named parameter without a value
@@ -528,6 +606,19 @@ class Collection:
                 "changes": self.name + "_changes",
             },
         }
+
+
+def fts_match_query(text):
+    """An FTS5 MATCH expression for free text: its words, each quoted, joined with OR.
+
+    Quoting makes every word a plain string to FTS5, so punctuation, quotes,
+    `*`, and words such as AND, OR, NEAR or NOT in user input are searched for
+    rather than parsed. Returns None when the text has no words.
+    """
+    words = re.findall(r"\w+", text)
+    if not words:
+        return None
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
 def _dump_metadata(function, metadata, count):
