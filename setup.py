@@ -36,7 +36,7 @@ class BuildSQLiteExtension(build_ext):
         super().run()
 
     def check_prerequisites(self):
-        compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
         if shutil.which(compiler) is None:
             sys.exit(f"sqlitebin: no C compiler found ({compiler!r}); install one, e.g. `apt-get install gcc`.")
         include_dirs = self.include_dirs or []
