@@ -634,6 +634,11 @@ def bench_command(sizes, bits, k, repeat, quick, ingest, corpus, seed, as_json):
     """Time sqlitebin's scans against sqlite-vec, faiss, usearch and NumPy, and measure ingest speed.
 
     Peers are optional (pip install 'sqlitebin[bench]'); a missing one is skipped. Progress goes to stderr.
+
+    \b
+    Example:
+        sqlitebin bench --quick
+        sqlitebin bench --sizes 100000,1000000 --bits 256 --repeat 3 --json
     """
     try:
         result = bench(sizes, bits, k=k, repeat=repeat, quick=quick, ingest=ingest, corpus=corpus, seed=seed,

@@ -377,6 +377,11 @@ def eval_command(corpus, queries, dim, oversample, as_json, no_progress):
 
     Reports nDCG@10, MRR@10, recall@10 against exact float32 search (computed with NumPy), the share of exact
     nDCG@10 retained, query latency p50/p95 and bytes per document, for each mode and oversample value.
+
+    \b
+    Example:
+        sqlitebin eval --corpus corpus.jsonl.gz --queries queries-dev.jsonl.gz
+        sqlitebin eval --corpus corpus.jsonl.gz --queries queries-dev.jsonl.gz --oversample 4,10 --json
     """
     try:
         result = evaluate(corpus, queries, dim=int(dim), oversample=oversample, progress=not no_progress)

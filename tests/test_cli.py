@@ -269,7 +269,7 @@ def test_demo_default_uses_a_temporary_database(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["path"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["path"], ["demo"], ["eval"], ["bench"]])
 def test_every_command_has_help_with_an_example(command):
     output = run(*command, "--help").output
     assert "Example:" in output and "sqlitebin " in output.split("Example:")[1]

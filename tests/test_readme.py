@@ -66,3 +66,33 @@ def test_python_blocks_run(tmp_path, monkeypatch):
     assert lines[1].startswith("1 ") and lines[1].endswith("{'kind': 'db'}")
     assert lines[2].startswith("NumPy is the fundamental package")
     assert lines[-1] == "2 320"
+
+
+def test_command_line_block_runs(tmp_path):
+    """Every command of the README's command-line section, in order, on small real data."""
+    import gzip
+    import json
+
+    from sqlitebin.datasets import load_corpus, load_queries, sample_corpus_path, sample_queries_path
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "sqlite.txt").write_text("SQLite is an embedded database engine.\n\nIt is small.\n")
+    (tmp_path / "notes" / "python.md").write_text("# Python\n\nsqlite3 is the Python module for SQLite.\n")
+    queries = load_queries(sample_queries_path())[:40]
+    wanted = {q["doc"] for q in queries}
+    documents = [d for d in load_corpus(sample_corpus_path()) if d["id"] in wanted][:40]
+    documents += [d for d in load_corpus(sample_corpus_path()) if d["id"] not in wanted][:200]
+    for name, rows in (("corpus.jsonl.gz", documents), ("queries.jsonl.gz", queries)):
+        with gzip.open(tmp_path / name, "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    block = code_blocks("bash")[1]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert len(commands) >= 8
+    for command in commands:
+        words = shlex.split(command)
+        assert words[0] == "sqlitebin"
+        result = subprocess.run([sys.executable, "-m", "sqlitebin", *words[1:]], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        if words[1] == "search" and "--sql" not in words:
+            assert result.stdout.strip(), command
