@@ -15,7 +15,7 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 """
 
 from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memset, strcmp
+from libc.string cimport memcpy, memset, strcmp, strlen
 from libc.stdlib cimport getenv, qsort
 from libc.math cimport isnan, isinf, rintf, sqrt, floor
 
@@ -80,28 +80,36 @@ cdef const char *kernel_name
 cdef void select_kernels() noexcept nogil:
     """Pick the fastest kernels the CPU supports. SQLITEBIN_POPCOUNT=portable or
     popcnt caps the choice (used by the tests to check every kernel); it can
-    never select instructions the CPU lacks."""
+    never select instructions the CPU lacks.
+
+    Other threads may be running queries on other connections while this runs
+    (every load calls it), so the choice is made in locals and each global is
+    written once, with a usable kernel: never a transient NULL."""
     global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name, nibble_sums_kernel
-    nibble_sums_kernel = NULL
+    cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
+    cdef sqlitebin_hamming_block_fn hamming_block = sqlitebin_hamming_block_portable
+    cdef sqlitebin_nibble_sums_fn nibble_sums = NULL
+    cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
+    cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef bint allow_avx2 = cap == NULL or strcmp(cap, "avx2") == 0
     cdef bint allow_popcnt = allow_avx2 or strcmp(cap, "popcnt") == 0
     if SQLITEBIN_HAVE_X86_KERNELS and allow_avx2 and sqlitebin_cpu_has_avx2():
-        hamming_kernel = sqlitebin_hamming_avx2
-        hamming_block_kernel = sqlitebin_hamming_block_avx2
-        nibble_sums_kernel = sqlitebin_nibble_sums_avx2
-        popcount_kernel = sqlitebin_popcount_popcnt
-        kernel_name = "avx2"
+        hamming = sqlitebin_hamming_avx2
+        hamming_block = sqlitebin_hamming_block_avx2
+        nibble_sums = sqlitebin_nibble_sums_avx2
+        popcount = sqlitebin_popcount_popcnt
+        name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and allow_popcnt and sqlitebin_cpu_has_popcnt():
-        hamming_kernel = sqlitebin_hamming_popcnt
-        hamming_block_kernel = sqlitebin_hamming_block_popcnt
-        popcount_kernel = sqlitebin_popcount_popcnt
-        kernel_name = "popcnt"
-    else:
-        hamming_kernel = sqlitebin_hamming_portable
-        hamming_block_kernel = sqlitebin_hamming_block_portable
-        popcount_kernel = sqlitebin_popcount_portable
-        kernel_name = "portable"
+        hamming = sqlitebin_hamming_popcnt
+        hamming_block = sqlitebin_hamming_block_popcnt
+        popcount = sqlitebin_popcount_popcnt
+        name = "popcnt"
+    hamming_kernel = hamming
+    hamming_block_kernel = hamming_block
+    nibble_sums_kernel = nibble_sums
+    popcount_kernel = popcount
+    kernel_name = name
 
 
 # ---------------------------------------------------------------------------
@@ -291,7 +299,8 @@ cdef inline float int8_value(int8_t code, float low, float high) noexcept nogil:
 
 cdef int read_ranges(sqlite3_context *ctx, const char *function, sqlite3_value *value,
                      int position, int dim, const uint8_t **ranges) noexcept nogil:
-    """Check a ranges BLOB: d float32 minimums then d maximums, each minimum <= maximum."""
+    """Check a ranges BLOB: d float32 minimums then d maximums, each minimum <= maximum, and each
+    spread small enough that 255 times it is finite in float32 (about 1.3e36)."""
     cdef int count, i
     if read_float32(ctx, function, value, position, "ranges", ranges, &count) < 0:
         return -1
@@ -300,11 +309,22 @@ cdef int read_ranges(sqlite3_context *ctx, const char *function, sqlite3_value *
             "%s(): ranges has %d values but needs %d (%d minimums then %d maximums)",
             function, count, 2 * dim, dim, dim))
         return -1
+    cdef float low, high, spread, scale = 255
     for i in range(dim):
-        if float_at(ranges[0], i) > float_at(ranges[0], dim + i):
+        low = float_at(ranges[0], i)
+        high = float_at(ranges[0], dim + i)
+        if low > high:
             result_error_owned(ctx, sqlite3_mprintf(
                 "%s(): range of dimension %d has minimum %g above maximum %g",
-                function, i, <double>float_at(ranges[0], i), <double>float_at(ranges[0], dim + i)))
+                function, i, <double>low, <double>high))
+            return -1
+        # The int8 formulas run in float32: a spread whose 255-fold overflows would give
+        # NaN levels (undefined when converted to an integer in C) and infinite values.
+        spread = high - low
+        if isinf(spread * scale):
+            result_error_owned(ctx, sqlite3_mprintf(
+                "%s(): range of dimension %d (%g to %g) is too wide for the int8 formula in float32",
+                function, i, <double>low, <double>high))
             return -1
     return 0
 
@@ -492,6 +512,7 @@ cdef enum:
     KNN_COLUMN_MODE = 6
     KNN_COLUMN_ALLOWED = 7
     KNN_MAX_K = 100000
+    KNN_MAX_DIM = 65536  # as Database.create_collection() allows
     MODE_HAMMING = 0
     MODE_ASYMMETRIC = 1
 
@@ -597,8 +618,28 @@ cdef inline bint filter_allows(const IdFilter *f, int64_t id) noexcept nogil:
     return id_in_sorted(f.sorted_ids, f.count, id)
 
 
+cdef inline int64_t read_int64(const uint8_t *blob, int64_t i) noexcept nogil:
+    cdef int64_t value
+    memcpy(&value, blob + 8 * i, 8)
+    return value
+
+
+cdef int64_t first_unsorted_id(const uint8_t *blob, int64_t count) noexcept nogil:
+    """Index of the first id smaller than the one before it, or -1 when the ids ascend.
+    The filter's bitmap and binary search rely on the order sqlitebin_ids() gives."""
+    cdef int64_t i, previous, current
+    for i in range(1, count):
+        memcpy(&previous, blob + 8 * (i - 1), 8)
+        memcpy(&current, blob + 8 * i, 8)
+        if current < previous:
+            return i
+    return -1
+
+
 cdef int filter_build(IdFilter *f, const uint8_t *blob, int nbytes) noexcept nogil:
-    cdef int64_t i, span, offset
+    """Build the filter from ascending ids (checked by the caller with first_unsorted_id)."""
+    cdef int64_t i, offset
+    cdef uint64_t span
     f.count = nbytes // 8
     f.sorted_ids = <const int64_t*>blob
     f.bitmap = NULL
@@ -608,9 +649,10 @@ cdef int filter_build(IdFilter *f, const uint8_t *blob, int nbytes) noexcept nog
         return SQLITE_OK
     memcpy(&f.low, blob, 8)
     memcpy(&f.high, blob + 8 * (f.count - 1), 8)
-    span = f.high - f.low + 1
+    # Unsigned, so ids far apart cannot overflow; a span of 2^64 wraps to 0 and gets no bitmap.
+    span = <uint64_t>f.high - <uint64_t>f.low + 1
     # A bitmap costs span/8 bytes; use it when that is at most the size of the id list times 8.
-    if span > 0 and span <= 64 * f.count + 4096:
+    if span > 0 and span <= <uint64_t>(64 * f.count + 4096):
         f.bitmap = <uint8_t*>sqlite3_malloc64(span // 8 + 1)
         if f.bitmap == NULL:
             return SQLITE_NOMEM
@@ -1057,7 +1099,14 @@ cdef int read_collection(sqlite3 *db, sqlite3_vtab_cursor *cursor, const char *n
     if rc != SQLITE_ROW:
         sqlite3_finalize(stmt)
         return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): no collection named '%q'", name))
-    dim[0] = <int>sqlite3_column_int64(stmt, 0)
+    cdef sqlite3_int64 stored_dim = sqlite3_column_int64(stmt, 0)
+    if stored_dim < 1 or stored_dim > KNN_MAX_DIM:
+        # A damaged or hand-edited registry: say so, rather than fail on a huge or negative allocation.
+        sqlite3_finalize(stmt)
+        return knn_fail(cursor, sqlite3_mprintf(
+            "sqlitebin_knn(): collection '%q' has dimension %lld in sqlitebin_collections, outside 1 to %d",
+            name, stored_dim, <int>KNN_MAX_DIM))
+    dim[0] = <int>stored_dim
     thresholds[0] = NULL
     cdef int nbytes = sqlite3_column_bytes(stmt, 1)
     if sqlite3_column_type(stmt, 1) == SQLITE_BLOB and nbytes == 4 * dim[0] and nbytes > 0:
@@ -1101,7 +1150,9 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     cdef Hit hit
     cdef uint8_t *nibble_tables = NULL
     cdef uint16_t *approx = NULL
-    cdef int64_t blocks
+    cdef int64_t blocks, unsorted
+    # Read once: a load on another connection may change the global between a check and a call.
+    cdef sqlitebin_nibble_sums_fn nibble_sums = nibble_sums_kernel
 
     knn_reset(c)
     memset(&uncached, 0, sizeof(ChunkData))
@@ -1114,6 +1165,12 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): collection must be TEXT, got %s",
                                                 type_name(sqlite3_value_type(argv[argument]))))
     collection = <const char*>sqlite3_value_text(argv[argument])
+    if collection == NULL:
+        return SQLITE_NOMEM
+    if <int>strlen(collection) != sqlite3_value_bytes(argv[argument]):
+        # Names never hold NUL; without this check 'a' || char(0) || 'b' would search collection 'a'.
+        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): collection name '%q' is followed by a NUL character",
+                                                collection))
     argument += 1
     query_value = argv[argument]
     argument += 1
@@ -1147,6 +1204,14 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
             return knn_fail(cursor, sqlite3_mprintf(
                 "sqlitebin_knn(): allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), got %s of %d bytes",
                 type_name(sqlite3_value_type(allowed_value)), sqlite3_value_bytes(allowed_value)))
+        else:
+            unsorted = first_unsorted_id(<const uint8_t*>sqlite3_value_blob(allowed_value),
+                                         sqlite3_value_bytes(allowed_value) // 8)
+            if unsorted >= 0:
+                return knn_fail(cursor, sqlite3_mprintf(
+                    "sqlitebin_knn(): allowed must hold ids in ascending order, as sqlitebin_ids() makes them; "
+                    "id %lld at position %lld is smaller than the one before it",
+                    read_int64(<const uint8_t*>sqlite3_value_blob(allowed_value), unsorted), unsorted))
 
     rc = read_collection(db, cursor, collection, &dim, &thresholds)
     if rc != SQLITE_OK:
@@ -1203,7 +1268,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
             scan.query_sum += value
         build_lookup_tables(query_floats, dim, code_bytes, tables)
         c.score_scale = 1.0 / sqrt(<double>dim) if dim > 0 else 0
-        if nibble_sums_kernel != NULL and 0 < code_bytes <= 128:
+        if nibble_sums != NULL and 0 < code_bytes <= 128:
             nibble_tables = <uint8_t*>sqlite3_malloc64(64 * code_bytes)
             if nibble_tables == NULL or build_nibble_tables(
                     query_floats, dim, code_bytes, nibble_tables, &scan.approx_scale, &scan.approx_high) != SQLITE_OK:
@@ -1290,7 +1355,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         if chunks.blocked == NULL or approx == NULL:
             rc = SQLITE_NOMEM
         else:
-            nibble_sums_kernel(chunks.blocked, blocks, code_bytes, nibble_tables, approx)
+            nibble_sums(chunks.blocked, blocks, code_bytes, nibble_tables, approx)
     if rc == SQLITE_OK:
         for j in range(chunks.chunk_count):
             if have_allowed and (chunks.chunk_max[j] < allowed.low or chunks.chunk_min[j] > allowed.high):
@@ -1404,8 +1469,9 @@ cdef sqlite3_module knn_module
 
 cdef int register_knn(sqlite3 *db, char **error) noexcept nogil:
     # Filled in on every load (identical values each time): module-level
-    # initialisers would only run in the discarded Python module init.
-    memset(&knn_module, 0, sizeof(sqlite3_module))
+    # initialisers would only run in the discarded Python module init. No
+    # memset first: other connections may be using the struct right now, and
+    # zeroing it would hand them NULL methods. Unset fields stay zero (static).
     knn_module.iVersion = 0
     knn_module.xCreate = NULL  # eponymous-only: no CREATE VIRTUAL TABLE
     knn_module.xConnect = knn_connect

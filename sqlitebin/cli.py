@@ -326,6 +326,9 @@ def open_database(path, *, create):
             database.collections()  # a file that is not SQLite fails here when opened read-only
         except apsw.NotADBError:
             raise click.ClickException(f"{path} is not a SQLite database") from None
+        except apsw.CantOpenError:  # e.g. a WAL database on a read-only mount, which has no -shm file
+            raise click.ClickException(
+                f"cannot open database {path}: check that its directory exists and is writable") from None
         yield database
     finally:
         database.close()

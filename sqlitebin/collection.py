@@ -11,6 +11,7 @@ at ingest): higher is better and comparable across queries. Distances are
 Hamming bits between the query's code and the document's.
 """
 
+import contextlib
 import json
 import math
 import re
@@ -54,6 +55,24 @@ class Hit:
     metadata: Optional[dict]
 
 
+@contextlib.contextmanager
+def transaction(conn):
+    """`with conn:` (one savepoint), raising the error that broke the transaction.
+
+    After SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM SQLite may roll the whole transaction
+    back itself; apsw's exit then fails to roll back the savepoint and raises "cannot
+    rollback - no transaction is active", hiding the real error ("database or disk is full").
+    """
+    try:
+        with conn:
+            yield
+    except apsw.SQLError as error:
+        cause = error.__context__
+        if isinstance(cause, apsw.Error) and "no transaction is active" in str(error):
+            raise cause from None
+        raise
+
+
 def _check_int(function, name, value, low, high):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{function}: {name} must be an integer, got {value!r}")
@@ -79,6 +98,7 @@ def check_where(function, where):
         return None
     if not isinstance(where, str) or not where.strip():
         raise ValueError(f"{function}: where must be a non-empty SQL condition, got {where!r}")
+    _check_unicode(function, "where", where)
     quote = None
     i = 0
     while i < len(where):
@@ -156,7 +176,7 @@ class Collection:
         ids = self._check_ids("Collection.delete()", ids, None)
         if not ids:
             return 0
-        with self.conn:
+        with transaction(self.conn):
             existing = self._count_existing(ids)
             self.conn.executemany(f"DELETE FROM {self.tables.documents} WHERE id = ?", [(i,) for i in ids])
             self._compact()
@@ -268,7 +288,7 @@ class Collection:
         else:
             stored = None
         t = self.tables
-        with self.conn:
+        with transaction(self.conn):
             if new_ranges is not None:
                 self.conn.execute(
                     "UPDATE sqlitebin_collections SET ranges = ? WHERE name = ?", (new_ranges.tobytes(), self.name)
@@ -325,7 +345,7 @@ class Collection:
 
     def compact(self):
         """Fold the change table into the chunk table (done after every write through this API)."""
-        with self.conn:
+        with transaction(self.conn):
             self._compact()
 
     def _compact(self):
@@ -509,6 +529,7 @@ class Collection:
         keyword and hybrid modes, the query text)."""
         vector = np.ascontiguousarray(vector, dtype=quantize.FLOAT32)
         code = quantize.binary_quantize(vector.reshape(1, -1), self.thresholds)[0].tobytes()
+        k, oversample = int(k), int(oversample)  # NumPy integers pass validation, but apsw cannot bind them
         values = dict(params or {})
         clash = [name for name in values if name.startswith("sqlitebin_")]
         if clash:
@@ -554,6 +575,8 @@ class Collection:
                               method=method, where=where, vector_weight=vector_weight)
         if mode != "vector" and not isinstance(query, str):
             raise TypeError(f"Collection.search(): mode={mode!r} needs a text query, got {type(query).__name__}")
+        if isinstance(query, str):
+            _check_unicode("Collection.search()", "the query", query)
         if mode == "keyword":
             if not query.strip():
                 raise ValueError("Collection.search(): the query is empty")
@@ -640,7 +663,16 @@ def _dump_metadata(function, metadata, count):
             dumped.append(json.dumps(entry, ensure_ascii=False, allow_nan=False))
         except (TypeError, ValueError) as error:
             raise TypeError(f"{function}: metadata {position} is not JSON-serializable ({error})") from None
+        _check_unicode(function, f"metadata {position}", dumped[-1])
     return dumped
+
+
+def _check_unicode(function, what, text):
+    """Raise ValueError for a string SQLite cannot store as UTF-8 (lone surrogates, as from undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{function}: {what} is not valid Unicode ({error.reason})") from None
 
 
 def _load_metadata(text):

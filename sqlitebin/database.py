@@ -10,7 +10,7 @@ import os
 import apsw
 
 from . import quantize
-from .collection import STORED_KINDS, Collection, _check_choice, _check_int
+from .collection import STORED_KINDS, Collection, _check_choice, _check_int, transaction
 from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
 from .extension import load
 from .schema import (
@@ -132,7 +132,7 @@ class Database:
         }
         if self.path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, with the first collection
-        with self.conn:
+        with transaction(self.conn):
             self.conn.execute(REGISTRY_DDL)
             for statement in collection_ddl(TableNames(name), rescore, fts):
                 self.conn.execute(statement)
@@ -181,7 +181,7 @@ class Database:
         validate_name(function, name)
         if self._settings(name) is None:
             raise KeyError(f"{function}: no collection named {name!r}")
-        with self.conn:
+        with transaction(self.conn):
             for table in TableNames(name).all_tables():
                 self.conn.execute(f"DROP TABLE IF EXISTS {table}")
             self.conn.execute(f"DELETE FROM {REGISTRY} WHERE name = ?", (name,))

@@ -54,6 +54,13 @@ def validate_name(function, name):
         raise ValueError(
             f"{function}: collection name must be 1 to {MAX_NAME_LENGTH} characters with no NUL, got {name!r}"
         )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{function}: collection name {name!r} is not valid Unicode ({error.reason})") from None
+    if name.lower().startswith("sqlite_") or name.lower() == "sqlite":
+        # Its tables would be named sqlite_..., which SQLite keeps for itself.
+        raise ValueError(f"{function}: collection names starting with 'sqlite_' are reserved by SQLite, got {name!r}")
     return name
 
 

@@ -1,0 +1,577 @@
+"""Property-based fuzzing of every SQL function against NumPy oracles.
+
+Each function gets arbitrary SQL values (NULL, integers, reals, text, BLOBs of any length) mixed with
+well-formed ones (float32 BLOBs holding NaN, infinities, subnormals and huge values; codes of the right
+size; sorted and unsorted id sets), so both the checks and the arithmetic are reached. An oracle
+written from the README's definitions says what each call must return: a value, NULL, or its exact
+error message. A crash, a different value or a different message fails.
+
+The default run tries a few hundred cases per function. The long run, at least 100,000 per function:
+
+    SQLITEBIN_FUZZ_EXAMPLES=100000 pytest -m slow tests/test_fuzz.py -p no:cacheprovider
+
+(about an hour; `SQLITEBIN_FUZZ_EXAMPLES` sets the count, 100,000 by default for the slow tests).
+"""
+
+import math
+import os
+import struct
+
+import apsw
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import sqlitebin
+
+FAST_EXAMPLES = 150
+LONG_EXAMPLES = int(os.environ.get("SQLITEBIN_FUZZ_EXAMPLES", "100000"))
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+# Any SQL value apsw can bind (text without lone surrogates: those cannot be UTF-8).
+SQL_VALUE = st.one_of(st.none(), INT64, st.floats(), st.text(max_size=12), st.binary(max_size=40))
+FLOAT32 = st.floats(width=32)  # NaN, infinities, subnormals, -0.0 included
+
+
+def float_blob(min_size=0, max_size=24):
+    """float32 BLOBs: from values (mostly finite), or raw bit patterns (NaN payloads, subnormals)."""
+    finite = st.floats(width=32, allow_nan=False, allow_infinity=False)
+    values = st.lists(weighted((8, finite), (1, FLOAT32)), min_size=min_size, max_size=max_size)
+    raw = st.binary(min_size=4 * min_size, max_size=4 * max_size).map(lambda b: b[: len(b) // 4 * 4])
+    return weighted((3, values.map(lambda v: np.asarray(v, dtype="<f4").tobytes())), (1, raw))
+
+
+def sized_float_blob(dim):
+    finite = st.floats(-(2.0**20), 2.0**20, width=32)
+    values = st.lists(weighted((30, finite), (1, FLOAT32)), min_size=dim, max_size=dim)
+    return values.map(lambda v: np.asarray(v, dtype="<f4").tobytes())
+
+
+def weighted(*choices):
+    """One of the strategies, picked with the given weights: [(weight, strategy), ...]."""
+    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(lambda s: s)
+
+
+def anything_or(strategy):
+    """Mostly well-formed values, sometimes any SQL value at all."""
+    return weighted((4, strategy), (1, SQL_VALUE))
+
+
+# ---------------------------------------------------------------------------
+# The oracle's view of SQL values
+
+
+class SQLError(Exception):
+    """The error message the oracle expects."""
+
+
+def bound(value):
+    """The value SQLite sees: apsw binds NaN as a REAL, and SQLite stores NaN as NULL."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def type_name(value):
+    value = bound(value)
+    if value is None:
+        return "NULL"
+    return {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}[type(value)]
+
+
+def require_blob(function, value, position, name):
+    if type_name(value) != "BLOB":
+        raise SQLError(f"{function}(): argument {position} ({name}) must be a BLOB, got {type_name(value)}")
+    return value
+
+
+def read_float32(function, value, position, name):
+    blob = require_blob(function, value, position, name)
+    if len(blob) % 4:
+        raise SQLError(f"{function}(): argument {position} ({name}) is {len(blob)} bytes, "
+                       "not a whole number of float32 values (4 bytes each)")
+    array = np.frombuffer(blob, dtype="<f4")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if len(bad):
+        word = "NaN" if np.isnan(array[bad[0]]) else "infinity"
+        raise SQLError(f"{function}(): argument {position} ({name}) holds a non-finite value ({word}) at index {bad[0]}")
+    return array
+
+
+def read_ranges(function, value, position, dim, fmt):
+    ranges = read_float32(function, value, position, "ranges")
+    if len(ranges) != 2 * dim:
+        raise SQLError(f"{function}(): ranges has {len(ranges)} values but needs {2 * dim} "
+                       f"({dim} minimums then {dim} maximums)")
+    with np.errstate(over="ignore"):
+        for i in range(dim):
+            low, high = ranges[i], ranges[dim + i]
+            if low > high:
+                raise SQLError(f"{function}(): range of dimension {i} has minimum {fmt(low)} above maximum {fmt(high)}")
+            if np.isinf((high - low) * np.float32(255)):
+                raise SQLError(f"{function}(): range of dimension {i} ({fmt(low)} to {fmt(high)}) "
+                               "is too wide for the int8 formula in float32")
+    return ranges[:dim], ranges[dim:]
+
+
+def sum_close(got, terms):
+    """A double sum of `terms` in any order: within the rounding of a sequential sum."""
+    if not all(math.isfinite(t) for t in terms):  # float32 overflow in the int8 formula: inf, or NaN (NULL)
+        total = sum(terms)
+        return got is None if math.isnan(total) else got == total
+    exact = math.fsum(terms)
+    bound = (len(terms) + 1) * 2.0**-52 * math.fsum(abs(t) for t in terms) + 1e-300
+    return got is not None and abs(got - exact) <= bound
+
+
+def popcount(blob):
+    return int(np.unpackbits(np.frombuffer(blob, dtype=np.uint8)).sum())
+
+
+# ---------------------------------------------------------------------------
+# One connection for all cases: the functions are deterministic, and a long-lived connection is
+# what an application has. `FORMAT` renders a float as SQLite's %g does.
+
+_state = {}
+
+
+def connection():
+    if "db" not in _state:
+        _state["db"] = sqlitebin.connect(":memory:")
+        _state["plain"] = apsw.Connection(":memory:")  # without the extension: SQLite's own renderings
+    return _state["db"].conn
+
+
+def sqlite_g(value):
+    return _state["plain"].execute("SELECT printf('%g', ?)", (float(value),)).fetchall()[0][0]
+
+
+def run(sql, params):
+    """("value", v) or ("error", message) for one statement."""
+    try:
+        rows = connection().execute(sql, params).fetchall()
+    except apsw.SQLError as error:
+        return "error", str(error)
+    return "value", rows
+
+
+def expect(oracle, *args):
+    try:
+        return "value", oracle(*args)
+    except SQLError as error:
+        return "error", str(error)
+
+
+def check_scalar(name, oracle, args, compare=None):
+    kind, got = run(f"SELECT {name}({', '.join('?' * len(args))})", args)
+    want_kind, want = expect(oracle, *args)
+    event("NULL" if kind == "value" and got[0][0] is None else kind)  # shown by --hypothesis-show-statistics
+    assert kind == want_kind, (args, got, want)
+    if kind == "error":
+        assert got == want, args
+        return
+    got = got[0][0]
+    if want is None or compare is None:
+        assert got == want, (args, got, want)
+    else:
+        assert compare(got, want), (args, got, want)
+
+
+# ---------------------------------------------------------------------------
+# Oracles for the scalar functions, from the README's definitions
+
+
+def hamming_oracle(a, b):
+    if bound(a) is None or bound(b) is None:
+        return None
+    a, b = require_blob("hamming", a, 1, "a"), require_blob("hamming", b, 2, "b")
+    if len(a) != len(b):
+        raise SQLError(f"hamming(): BLOB sizes differ ({len(a)} vs {len(b)} bytes)")
+    return popcount(bytes(x ^ y for x, y in zip(a, b)))
+
+
+def bit_count_oracle(a):
+    if bound(a) is None:
+        return None
+    return popcount(require_blob("bit_count", a, 1, "a"))
+
+
+def binary_quantize_oracle(v, thresholds=None, *, two_arguments=False):
+    if bound(v) is None or (two_arguments and bound(thresholds) is None):
+        return None
+    vector = read_float32("binary_quantize", v, 1, "v")
+    t = np.zeros(len(vector), dtype=np.float32)
+    if two_arguments:
+        t = read_float32("binary_quantize", thresholds, 2, "thresholds")
+        if len(t) != len(vector):
+            raise SQLError(f"binary_quantize(): thresholds has {len(t)} values but the vector has {len(vector)}")
+    return np.packbits(vector > t).tobytes()
+
+
+def int8_quantize_oracle(v, ranges):
+    if bound(v) is None or bound(ranges) is None:
+        return None
+    vector = read_float32("int8_quantize", v, 1, "v")
+    low, high = read_ranges("int8_quantize", ranges, 2, len(vector), sqlite_g)
+    with np.errstate(over="ignore", invalid="ignore"):
+        level = np.rint(((vector - low) * np.float32(255)) / np.where(high > low, high - low, np.float32(1)))
+    codes = (np.clip(level, 0, 255) - 128).astype(np.int8)
+    codes[~(high > low)] = -128
+    return codes.tobytes()
+
+
+def dot_float32_terms(query, vector):
+    q = read_float32("dot_float32", query, 1, "query")
+    v = read_float32("dot_float32", vector, 2, "vector")
+    if len(q) != len(v):
+        raise SQLError(f"dot_float32(): vector sizes differ ({len(q)} vs {len(v)} values)")
+    return [float(a) * float(b) for a, b in zip(q, v)]
+
+
+def dot_int8_terms(query, vector, ranges):
+    q = read_float32("dot_int8", query, 1, "query")
+    codes = require_blob("dot_int8", vector, 2, "vector")
+    if len(codes) != len(q):
+        raise SQLError(f"dot_int8(): the query has {len(q)} values but the int8 vector has {len(codes)}")
+    low, high = read_ranges("dot_int8", ranges, 3, len(q), sqlite_g)
+    steps = np.frombuffer(codes, dtype=np.int8).astype(np.float32) + np.float32(128)
+    values = low + (steps * (high - low)) / np.float32(255)  # float32, in the C order of operations
+    return [float(a) * float(b) for a, b in zip(q, values)]
+
+
+def dot_bits_terms(query, bits):
+    q = read_float32("dot_bits", query, 1, "query")
+    packed = require_blob("dot_bits", bits, 2, "bits")
+    if len(packed) != (len(q) + 7) // 8:
+        raise SQLError(f"dot_bits(): the query has {len(q)} values, which pack into {(len(q) + 7) // 8} bytes, "
+                       f"but bits is {len(packed)} bytes")
+    signs = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[: len(q)]
+    return [float(a) if s else -float(a) for a, s in zip(q, signs)]
+
+
+def null_or(terms):
+    def oracle(*args):
+        if any(bound(a) is None for a in args):
+            return None
+        return terms(*args)
+    return oracle
+
+
+# ---------------------------------------------------------------------------
+# The cases: (strategy for the argument tuple, check)
+
+
+def pair(strategy):
+    """Two arguments, often of the same size so the computation itself is reached."""
+    same = st.integers(0, 24).flatmap(lambda n: st.tuples(strategy(n), strategy(n)))
+    return weighted((3, same), (1, st.tuples(anything_or(strategy(None)), anything_or(strategy(None)))))
+
+
+def blob_of(n):
+    return st.binary(max_size=300) if n is None else st.binary(min_size=n, max_size=n)
+
+
+def floats_of(n):
+    return float_blob() if n is None else sized_float_blob(n)
+
+
+def check_hamming(args):
+    check_scalar("hamming", hamming_oracle, list(args))
+    a, b = args
+    if isinstance(a, bytes) and isinstance(b, bytes) and len(a) == len(b):
+        kind, rows = run("SELECT hamming(?, ?), hamming(?, ?)", (a, b, b, a))
+        assert rows[0][0] == rows[0][1]  # symmetric
+
+
+def check_binary_quantize_1(args):
+    check_scalar("binary_quantize", binary_quantize_oracle, list(args))
+
+
+def check_binary_quantize_2(args):
+    check_scalar("binary_quantize", lambda v, t: binary_quantize_oracle(v, t, two_arguments=True), list(args))
+
+
+def ranges_for(n):
+    lows = st.lists(st.floats(-(2.0**20), 2.0**20, width=32), min_size=n, max_size=n)
+    spreads = st.lists(weighted((1, st.just(0.0)), (12, st.floats(0, 2.0**20, width=32)),
+                                (1, st.floats(0, 2.0**121, width=32))), min_size=n, max_size=n)
+    made = st.tuples(lows, spreads).map(lambda ls: np.concatenate([
+        np.asarray(ls[0], np.float32), np.asarray(ls[0], np.float32) + np.asarray(ls[1], np.float32)]).astype("<f4").tobytes())
+    return weighted((6, made), (1, float_blob()), (1, SQL_VALUE))
+
+
+def int8_arguments():
+    valid = st.integers(0, 12).flatmap(lambda n: st.tuples(sized_float_blob(n), ranges_for(n)))
+    return weighted((3, valid), (1, st.tuples(anything_or(float_blob()), anything_or(float_blob()))))
+
+
+def check_int8_quantize(args):
+    check_scalar("int8_quantize", int8_quantize_oracle, list(args))
+
+
+def check_dot_float32(args):
+    check_scalar("dot_float32", null_or(dot_float32_terms), list(args), sum_close)
+
+
+def dot_int8_arguments():
+    valid = st.integers(0, 12).flatmap(
+        lambda n: st.tuples(sized_float_blob(n), st.binary(min_size=n, max_size=n), ranges_for(n)))
+    loose = st.tuples(anything_or(float_blob()), anything_or(st.binary(max_size=12)), anything_or(float_blob()))
+    return weighted((3, valid), (1, loose))
+
+
+def check_dot_int8(args):
+    check_scalar("dot_int8", null_or(dot_int8_terms), list(args), sum_close)
+
+
+def dot_bits_arguments():
+    valid = st.integers(0, 40).flatmap(
+        lambda n: st.tuples(sized_float_blob(n), st.binary(min_size=(n + 7) // 8, max_size=(n + 7) // 8)))
+    return weighted((3, valid), (1, st.tuples(anything_or(float_blob()), anything_or(st.binary(max_size=8)))))
+
+
+def check_dot_bits(args):
+    check_scalar("dot_bits", null_or(dot_bits_terms), list(args), sum_close)
+
+
+def ids_arguments():
+    mostly_ids = weighted((3, INT64), (2, st.integers(-5, 5)), (1, st.none()))
+    return weighted((3, st.lists(mostly_ids, max_size=40)), (1, st.lists(weighted((6, mostly_ids), (1, SQL_VALUE)), max_size=10)))
+
+
+def check_sqlitebin_ids(values):
+    if values:
+        sql = f"SELECT sqlitebin_ids(column1) FROM (VALUES {', '.join(['(?)'] * len(values))})"
+    else:
+        sql = "SELECT sqlitebin_ids(1) WHERE 0"
+    kind, got = run(sql, values)
+    event(kind)
+    bad = [v for v in values if type_name(v) not in ("NULL", "INTEGER")]
+    if bad:
+        assert (kind, got) == ("error", f"sqlitebin_ids(): argument 1 (id) must be an INTEGER, got {type_name(bad[0])}")
+    else:
+        ids = sorted({v for v in values if bound(v) is not None})
+        assert (kind, got) == ("value", [(struct.pack(f"<{len(ids)}q", *ids),)])
+
+
+def check_version_and_debug(args):
+    for name, check in (("sqlitebin_version", lambda v: v == sqlitebin.__version__),
+                        ("sqlitebin_debug", lambda v: v.startswith(f"version={sqlitebin.__version__}\npopcount="))):
+        kind, got = run(f"SELECT {name}({', '.join('?' * len(args))})", args)
+        if args:
+            assert (kind, got) == ("error", f"wrong number of arguments to function {name}()")
+        else:
+            assert kind == "value" and check(got[0][0])
+
+
+# ---------------------------------------------------------------------------
+# sqlitebin_knn against a brute-force scan of the collection's codes table
+
+KNN_DIM = 20  # 3-byte codes with a partial last byte
+
+
+def knn_collection():
+    """A collection in mid-life: chunked codes, plus deletions, updates and inserts made with plain
+    SQL and not yet folded into the chunks (so the change table is scanned too)."""
+    if "knn" not in _state:
+        conn = connection()
+        db = _state["db"]
+        rng = np.random.default_rng(11)
+        thresholds = np.round(rng.standard_normal(KNN_DIM) * 0.1, 2).astype(np.float32)
+        collection = db.create_collection("fz", dim=KNN_DIM, embedder=None, rescore="none", chunk_codes=7,
+                                          thresholds=thresholds)
+        ids = sorted(rng.choice(np.arange(-500, 500), 120, replace=False).tolist())
+        vectors = rng.standard_normal((120, KNN_DIM)).astype(np.float32)
+        vectors[5] = vectors[6]  # equal codes: ties broken by id
+        collection.add(vectors=vectors, ids=ids)
+        conn.execute("DELETE FROM fz_documents WHERE id IN (SELECT id FROM fz_documents ORDER BY id LIMIT 8 OFFSET 20)")
+        codes = np.packbits(rng.standard_normal((10, KNN_DIM)) > 0, axis=1)
+        conn.executemany("UPDATE fz_codes SET code = ? WHERE id = ?",
+                         [(codes[i].tobytes(), ids[40 + i]) for i in range(5)])
+        conn.executemany("INSERT INTO fz_documents (id) VALUES (?)", [(1000 + i,) for i in range(5)])
+        conn.executemany("INSERT INTO fz_codes (id, code) VALUES (?, ?)",
+                         [(1000 + i, codes[5 + i].tobytes()) for i in range(5)])
+        assert conn.execute("SELECT count(*) FROM fz_changes").fetchall()[0][0] == 18
+        live = conn.execute("SELECT id, code FROM fz_codes ORDER BY id").fetchall()
+        _state["knn"] = (
+            np.array([r[0] for r in live], dtype=np.int64),
+            np.frombuffer(b"".join(r[1] for r in live), dtype=np.uint8).reshape(len(live), 3),
+            thresholds,
+        )
+    return _state["knn"]
+
+
+def knn_arguments():
+    ids = st.integers(-520, 1010)
+    id_sets = weighted(
+        (6, st.lists(ids, max_size=30).map(lambda v: struct.pack(f"<{len(v)}q", *sorted(v)))),
+        (2, st.lists(weighted((3, ids), (1, INT64)), max_size=6).map(lambda v: struct.pack(f"<{len(v)}q", *sorted(v)))),
+        (1, st.lists(INT64, max_size=6).map(lambda v: struct.pack(f"<{len(v)}q", *v))),  # usually unsorted
+        (1, st.binary(max_size=40)),
+        (1, SQL_VALUE),
+    )
+    code, floats = st.binary(min_size=3, max_size=3), sized_float_blob(KNN_DIM)
+
+    @st.composite
+    def arguments(draw):
+        mode = draw(weighted((10, st.sampled_from(["hamming", "asymmetric"])), (1, st.none()),
+                             (1, st.sampled_from([b"hamming", b"asymmetric\x00x", "hamming\x00", "Hamming"])),
+                             (1, SQL_VALUE)))
+        fitting = floats if str(mode).startswith(("asymmetric", "b'asymmetric")) else code
+        return (
+            draw(weighted((20, st.just("fz")), (1, st.sampled_from(["nope", "fz\x00x", "FZ", "it's"])), (1, SQL_VALUE))),
+            draw(weighted((12, fitting), (1, code), (1, floats), (1, st.binary(max_size=90)), (1, SQL_VALUE))),
+            draw(weighted((20, st.integers(1, 150)), (1, INT64), (1, SQL_VALUE))),
+            mode,
+            draw(id_sets),
+            draw(weighted((1, st.integers(2, 4)), (3, st.just(5)))),  # how many arguments are passed
+        )
+
+    return arguments()
+
+
+def quote(text):
+    return text.replace("'", "''")
+
+
+def knn_expected(collection, query, k, mode, allowed, count):
+    """(hamming?, k, allowed set or None, query as code/floats), or SQLError with the message."""
+    fn = "sqlitebin_knn()"
+    if type_name(collection) != "TEXT":
+        raise SQLError(f"{fn}: collection must be TEXT, got {type_name(collection)}")
+    if "\x00" in collection:
+        raise SQLError(f"{fn}: collection name '{quote(collection.split(chr(0))[0])}' is followed by a NUL character")
+    top = 10
+    if count >= 3:
+        if type_name(k) != "INTEGER":
+            raise SQLError(f"{fn}: k must be an INTEGER, got {type_name(k)}")
+        if not 1 <= k <= 100000:
+            raise SQLError(f"{fn}: k must be from 1 to 100000, got {k}")
+        top = k
+    hamming = True
+    if count >= 4 and bound(mode) is not None:
+        text = mode if isinstance(mode, (str, bytes)) else None
+        c_string = text.split(b"\x00" if isinstance(text, bytes) else "\x00")[0] if text is not None else None
+        if c_string in ("asymmetric", b"asymmetric"):
+            hamming = False
+        elif c_string not in ("hamming", b"hamming"):
+            shown = quote(c_string) if isinstance(c_string, str) else None
+            raise SQLError(f"{fn}: mode must be 'hamming' or 'asymmetric', got '" + (f"{shown}'" if shown is not None else ""))
+    allowed_ids = None
+    if count >= 5 and bound(allowed) is not None:
+        size = _state["plain"].execute("SELECT octet_length(?)", (allowed,)).fetchall()[0][0]
+        if type_name(allowed) != "BLOB" or size % 8:
+            raise SQLError(f"{fn}: allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), "
+                           f"got {type_name(allowed)} of {size} bytes")
+        values = np.frombuffer(allowed, dtype="<i8")
+        down = np.flatnonzero(values[1:] < values[:-1])
+        if len(down):
+            raise SQLError(f"{fn}: allowed must hold ids in ascending order, as sqlitebin_ids() makes them; "
+                           f"id {values[down[0] + 1]} at position {down[0] + 1} is smaller than the one before it")
+        allowed_ids = set(values.tolist())
+    if collection != "fz":
+        raise SQLError(f"{fn}: no collection named '{quote(collection)}'")
+    if type_name(query) != "BLOB":
+        raise SQLError(f"{fn}: query must be a BLOB, got {type_name(query)}")
+    if hamming:
+        if len(query) != 3:
+            raise SQLError(f"{fn}: collection 'fz' has {KNN_DIM}-bit codes, so a hamming query is 3 bytes; got {len(query)}")
+        return True, top, allowed_ids, query
+    if len(query) != 4 * KNN_DIM:
+        raise SQLError(f"{fn}: collection 'fz' has dimension {KNN_DIM}, so an asymmetric query is "
+                       f"{4 * KNN_DIM} bytes of float32; got {len(query)}")
+    floats = np.frombuffer(query, dtype="<f4")
+    bad = np.flatnonzero(~np.isfinite(floats))
+    if len(bad):
+        raise SQLError(f"{fn}: query holds a non-finite value at index {bad[0]}")
+    return False, top, allowed_ids, floats
+
+
+def check_knn(args):
+    collection, query, k, mode, allowed, count = args
+    ids, codes, thresholds = knn_collection()
+    arguments = [collection, query, k, mode, allowed][:count]
+    kind, got = run(f"SELECT id, distance, score FROM sqlitebin_knn({', '.join('?' * count)})", arguments)
+    try:
+        hamming, top, allowed_ids, q = knn_expected(collection, query, k, mode, allowed, count)
+    except SQLError as error:
+        event("error: " + str(error)[17:40])
+        assert kind == "error", (args, got)
+        if str(error).endswith("got '"):  # a mode whose SQL text rendering is SQLite's business
+            assert got.startswith(str(error)), (args, got)
+        else:
+            assert got == str(error), (args, got)
+        return
+    assert kind == "value", (args, got)
+    event(f"{'hamming' if hamming else 'asymmetric'}{' allowed' if allowed_ids is not None else ''}")
+    keep = np.ones(len(ids), bool) if allowed_ids is None else np.isin(ids, list(allowed_ids))
+    live_ids, live_codes = ids[keep], codes[keep]
+    query_code = np.frombuffer(q, np.uint8) if hamming else np.packbits(q > thresholds)
+    distance = np.unpackbits(live_codes ^ query_code, axis=1).sum(axis=1)
+    assert len(got) == min(top, len(live_ids)), args
+    got_ids = [row[0] for row in got]
+    position = {int(i): n for n, i in enumerate(live_ids)}
+    assert len(set(got_ids)) == len(got_ids) and all(i in position for i in got_ids), args
+    assert [row[1] for row in got] == [int(distance[position[i]]) for i in got_ids], args
+    if hamming:
+        order = np.lexsort((live_ids, distance))[:top]
+        assert got_ids == live_ids[order].tolist(), args
+        assert all(row[2] == 1.0 - row[1] * (2.0 / KNN_DIM) for row in got), args
+        return
+    # Asymmetric: the float query against each code read as +1/-1. The extension sums in float32,
+    # so scores may differ from the exact ones by a rounding bound, and near-ties may swap.
+    signs = np.unpackbits(live_codes, axis=1)[:, :KNN_DIM].astype(np.float64) * 2 - 1
+    exact = signs @ q.astype(np.float64) / math.sqrt(KNN_DIM)
+    tolerance = 1e-5 * float(np.abs(q.astype(np.float64)).sum()) / math.sqrt(KNN_DIM) + 1e-30
+    got_scores = np.array([row[2] for row in got])
+    assert np.all(np.abs(got_scores - exact[[position[i] for i in got_ids]]) <= tolerance), args
+    assert np.all(np.diff(got_scores) <= tolerance), args
+    if len(got) < len(live_ids):
+        left_out = np.setdiff1d(np.arange(len(live_ids)), [position[i] for i in got_ids])
+        assert exact[left_out].max() <= got_scores.min() + 2 * tolerance, args
+
+
+# ---------------------------------------------------------------------------
+# The tests: each function with a few hundred cases by default, 100,000 under -m slow.
+
+CASES = {
+    "hamming": (pair(blob_of), check_hamming),
+    "bit_count": (anything_or(st.binary(max_size=300)).map(lambda v: [v]),
+                  lambda args: check_scalar("bit_count", bit_count_oracle, args)),
+    "binary_quantize/1": (anything_or(float_blob(max_size=40)).map(lambda v: (v,)), check_binary_quantize_1),
+    "binary_quantize/2": (pair(floats_of), check_binary_quantize_2),
+    "int8_quantize": (int8_arguments(), check_int8_quantize),
+    "dot_float32": (pair(floats_of), check_dot_float32),
+    "dot_int8": (dot_int8_arguments(), check_dot_int8),
+    "dot_bits": (dot_bits_arguments(), check_dot_bits),
+    "sqlitebin_ids": (ids_arguments(), check_sqlitebin_ids),
+    "sqlitebin_knn": (knn_arguments(), check_knn),
+    "sqlitebin_version/debug": (st.lists(SQL_VALUE, max_size=2), check_version_and_debug),
+}
+
+
+def fuzz(name, examples):
+    strategy, check = CASES[name]
+    count = [0]
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=HEALTH, derandomize=examples == FAST_EXAMPLES)
+    @given(strategy)
+    def run_case(args):
+        count[0] += 1
+        check(args)
+
+    run_case()
+    return count[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fuzz(name):
+    fuzz(name, FAST_EXAMPLES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_fuzz_long(name):
+    cases = fuzz(name, LONG_EXAMPLES)
+    print(f"{name}: {cases:,} cases")
+    assert cases >= LONG_EXAMPLES
