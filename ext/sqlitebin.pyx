@@ -45,6 +45,15 @@ cdef extern from *:
     int sqlite3_total_changes(sqlite3*) nogil
     int sqlite3_get_autocommit(sqlite3*) nogil
 
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_create(pthread_t *thread, const void *attributes, void *(*start)(void *) noexcept nogil, void *argument)
+    int pthread_join(pthread_t thread, void **result)
+
+cdef extern from "<unistd.h>" nogil:
+    long sysconf(int name)
+    int _SC_NPROCESSORS_ONLN
+
 cdef extern from "kernels.h" nogil:
     ctypedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
                                               const uint8_t *tables, uint16_t *out) noexcept nogil
@@ -816,6 +825,128 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
 
 
 # ---------------------------------------------------------------------------
+# Two threads for large scans. A collection of at least PARALLEL_MIN_CODES
+# codes is split in two halves of chunks, each scanned by its own thread into
+# its own heap; the heaps are merged after. Ties are broken by id, so the result
+# does not depend on the split. The worker thread calls no SQLite routine.
+
+cdef enum:
+    PARALLEL_MIN_CODES = 262144
+
+ctypedef struct ScanJob:
+    ScanContext scan
+    const ChunkData *chunks
+    int64_t first_chunk
+    int64_t end_chunk
+    const uint16_t *approx
+    # The nibble sums this job computes before the scan (asymmetric fast scan).
+    sqlitebin_nibble_sums_fn nibble_sums
+    const uint8_t *nibble_tables
+    int64_t first_block
+    int64_t end_block
+    uint16_t *approx_out
+
+
+cdef void scan_chunk_range(ScanJob *job) noexcept nogil:
+    cdef const ChunkData *chunks = job.chunks
+    cdef ScanContext *scan = &job.scan
+    cdef int64_t j, start
+    cdef int code_bytes = scan.code_bytes
+    for j in range(job.first_chunk, job.end_chunk):
+        if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
+            continue
+        start = chunks.chunk_start[j]
+        scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * code_bytes,
+                   chunks.chunk_start[j + 1] - start,
+                   scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
+                                                   or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1]),
+                   job.approx + start if job.approx != NULL else NULL)
+
+
+cdef void nibble_sum_range(ScanJob *job) noexcept nogil:
+    cdef int64_t code_bytes = job.scan.code_bytes
+    if job.end_block > job.first_block:
+        job.nibble_sums(job.chunks.blocked + job.first_block * 32 * code_bytes, job.end_block - job.first_block,
+                        code_bytes, job.nibble_tables, job.approx_out + job.first_block * 32)
+
+
+cdef void *nibble_sum_thread(void *argument) noexcept nogil:
+    nibble_sum_range(<ScanJob*>argument)
+    return NULL
+
+
+cdef void *scan_thread(void *argument) noexcept nogil:
+    scan_chunk_range(<ScanJob*>argument)
+    return NULL
+
+
+cdef bint use_two_threads(int64_t codes) noexcept nogil:
+    """Unset SQLITEBIN_THREADS: two threads for large collections on a multi-core machine;
+    "1": never; "2": always (the tests use it to check the split on small data)."""
+    cdef const char *setting = getenv("SQLITEBIN_THREADS")
+    if setting != NULL and strcmp(setting, "1") == 0:
+        return False
+    if setting != NULL and strcmp(setting, "2") == 0:
+        return codes > 0
+    return codes >= PARALLEL_MIN_CODES and sysconf(_SC_NPROCESSORS_ONLN) >= 2
+
+
+cdef void run_in_two(void *(*work)(void *) noexcept nogil, ScanJob *here, ScanJob *there) noexcept nogil:
+    """Run `work` on `there` in a new thread and on `here` in this one; without a thread, both here."""
+    cdef pthread_t thread
+    cdef bint started = pthread_create(&thread, NULL, work, there) == 0
+    work(here)
+    if started:
+        pthread_join(thread, NULL)
+    else:
+        work(there)
+
+
+cdef int scan_chunks(ScanContext *scan, ChunkData *chunks, sqlitebin_nibble_sums_fn nibble_sums,
+                     const uint8_t *nibble_tables, uint16_t *approx) noexcept nogil:
+    """Scan every chunk into scan.top, on one thread or two; compute the nibble sums first when asked."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count]
+    cdef int64_t blocks = (total + 31) // 32, split = 0, i
+    cdef ScanJob here, there
+    memset(&here, 0, sizeof(ScanJob))
+    here.scan = scan[0]
+    here.chunks = chunks
+    here.first_chunk = 0
+    here.end_chunk = chunks.chunk_count
+    here.approx = approx
+    here.nibble_sums = nibble_sums
+    here.nibble_tables = nibble_tables
+    here.first_block = 0
+    here.end_block = blocks
+    here.approx_out = approx
+    if not use_two_threads(total):
+        if approx != NULL:
+            nibble_sum_range(&here)
+        scan_chunk_range(&here)
+        scan[0] = here.scan
+        return SQLITE_OK
+    there = here
+    there.scan.top.size = 0
+    there.scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * there.scan.top.k)
+    if there.scan.top.heap == NULL:
+        return SQLITE_NOMEM
+    while split < chunks.chunk_count and chunks.chunk_start[split] < total // 2:
+        split += 1
+    here.end_chunk = split
+    there.first_chunk = split
+    here.end_block = blocks // 2
+    there.first_block = blocks // 2
+    if approx != NULL:
+        run_in_two(nibble_sum_thread, &here, &there)
+    run_in_two(scan_thread, &here, &there)
+    for i in range(there.scan.top.size):
+        topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id)
+    sqlite3_free(there.scan.top.heap)
+    scan[0] = here.scan
+    return SQLITE_OK
+
+
+# ---------------------------------------------------------------------------
 # The chunk cache. Reading a million codes out of chunk BLOBs costs SQLite a
 # copy through its page cache on every query (tens of milliseconds on a file
 # database); each connection therefore keeps the chunks of its recently used
@@ -1354,18 +1485,8 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         approx = <uint16_t*>sqlite3_malloc64(blocks * 32 * 2)
         if chunks.blocked == NULL or approx == NULL:
             rc = SQLITE_NOMEM
-        else:
-            nibble_sums(chunks.blocked, blocks, code_bytes, nibble_tables, approx)
     if rc == SQLITE_OK:
-        for j in range(chunks.chunk_count):
-            if have_allowed and (chunks.chunk_max[j] < allowed.low or chunks.chunk_min[j] > allowed.high):
-                continue
-            scan_codes(&scan, <const uint8_t*>(chunks.ids + chunks.chunk_start[j]),
-                       chunks.codes + chunks.chunk_start[j] * code_bytes,
-                       chunks.chunk_start[j + 1] - chunks.chunk_start[j],
-                       changed_count > 0 and not (chunks.chunk_max[j] < changed_ids[0]
-                                                  or chunks.chunk_min[j] > changed_ids[changed_count - 1]),
-                       approx + chunks.chunk_start[j] if approx != NULL else NULL)
+        rc = scan_chunks(&scan, chunks, nibble_sums, nibble_tables, approx)
     chunk_data_free(&uncached)
     sqlite3_free(approx)
     sqlite3_free(nibble_tables)
