@@ -229,10 +229,7 @@ class Collection:
             for position, text in enumerate(texts):
                 if not isinstance(text, str):
                     raise TypeError(f"{function}: text {position} is {type(text).__name__}, not str")
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as error:
-                    raise ValueError(f"{function}: text {position} is not valid Unicode ({error.reason})") from None
+                _check_unicode(function, f"text {position}", text)
         if vectors is not None:
             vectors = quantize.as_float32_matrix(function, vectors, self.dim)
         count = len(texts) if texts is not None else len(vectors)
