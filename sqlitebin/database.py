@@ -186,6 +186,19 @@ class Database:
                 self.conn.execute(f"DROP TABLE IF EXISTS {table}")
             self.conn.execute(f"DELETE FROM {REGISTRY} WHERE name = ?", (name,))
 
+    def vacuum(self):
+        """Give the space of deleted documents back to the file system.
+
+        Merges each collection's FTS5 index first (FTS5 keeps deleted entries until its
+        segments merge), then runs VACUUM, which rewrites the file: https://sqlite.org/lang_vacuum.html
+        """
+        for name in self.collections():
+            settings = self._settings(name)
+            if settings["fts"]:
+                fts = TableNames(name).fts
+                self.conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('optimize')")
+        self.conn.execute("VACUUM")
+
     def _has_registry(self):
         return bool(self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (REGISTRY,)).fetchall())

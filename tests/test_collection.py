@@ -375,3 +375,21 @@ def test_int8_ranges_come_from_the_first_batch(db):
     np.testing.assert_allclose(collection.ranges, np.concatenate([low - margin, high + margin]), rtol=1e-6)
     stored = db.conn.execute("SELECT ranges FROM sqlitebin_collections WHERE name = 'r'").fetchall()[0][0]
     assert np.frombuffer(stored, dtype="<f4").tolist() == collection.ranges.tolist()
+
+
+def test_vacuum_after_deleting_half_shrinks_the_file(tmp_path):
+    from sqlitebin.datasets import load_corpus, sample_corpus_path
+
+    documents = load_corpus(sample_corpus_path())
+    path = tmp_path / "vacuum.db"
+    with sqlitebin.connect(path) as db:
+        collection = db.create_collection("docs", dim=256)
+        ids = collection.add([d["text"] for d in documents])
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        full = path.stat().st_size
+        collection.delete(ids[::2])
+        db.vacuum()
+        assert path.stat().st_size <= 0.6 * full
+        assert db.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert collection.search(documents[1]["text"], 1)[0].id == ids[1]
+        assert [h.id for h in collection.search(documents[1]["text"][:40], 1, mode="keyword")] == [ids[1]]
