@@ -123,12 +123,9 @@ def load_sqlite_vec(conn):
     except ImportError as error:
         print(f"skipping sqlite-vec: cannot import it ({error}); run `pip install sqlite-vec`")
         return None
-    conn.enable_load_extension(True)
-    try:
-        conn.load_extension(sqlite_vec.loadable_path())
-    finally:
-        conn.enable_load_extension(False)
-    return conn.execute("SELECT vec_version()").fetchall()[0][0]
+    from sqlitebin import bench
+
+    return bench.load_sqlite_vec(conn, sqlite_vec)
 
 
 def main(argv=None):

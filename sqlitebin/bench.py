@@ -150,7 +150,8 @@ def load_peers(log: Callable[[str], None] = _stderr) -> tuple:
     return modules, versions, skipped
 
 
-def _load_sqlite_vec(conn, sqlite_vec):
+def load_sqlite_vec(conn, sqlite_vec):
+    """Load sqlite-vec into an apsw connection (loading switched off again after); return its version."""
     conn.enable_load_extension(True)
     try:
         conn.load_extension(sqlite_vec.loadable_path())
@@ -285,7 +286,7 @@ def _scan_one_size(n, bits, k, repeat, rng, peers, log):
         del scores
         measure("sqlitebin-scalar", sql_query("sqlitebin-scalar"), queries, check_sql_rows)
         if "sqlite-vec" in peers:
-            _load_sqlite_vec(conn, peers["sqlite-vec"])
+            load_sqlite_vec(conn, peers["sqlite-vec"])
             measure("sqlite-vec-scan", sql_query("sqlite-vec-scan"), queries, check_sql_rows)
             start = time.perf_counter()
             conn.execute(f"CREATE VIRTUAL TABLE vec_codes USING vec0(code bit[{bits}])")
@@ -442,7 +443,7 @@ def bench(sizes: Sequence[int] = SIZES, bits: Sequence[int] = BITS, k: int = TOP
     peers, versions, skipped = load_peers(log)
     if "sqlite-vec" in peers:
         conn = apsw.Connection(":memory:")
-        versions["sqlite-vec"] = _load_sqlite_vec(conn, peers["sqlite-vec"])
+        versions["sqlite-vec"] = load_sqlite_vec(conn, peers["sqlite-vec"])
         conn.close()
     machine["peers"] = versions
     log(f"scan: top {k} of {', '.join(f'{n:,}' for n in sizes)} codes, {', '.join(map(str, bits))} bits, "
