@@ -17,7 +17,7 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset, strcmp, strlen
 from libc.stdlib cimport getenv, qsort
-from libc.math cimport isnan, isinf, rintf, sqrt, floor
+from libc.math cimport isnan, isinf, rintf, sqrt, floor, fabs
 
 from sqlite3ext cimport *
 
@@ -28,6 +28,10 @@ cdef extern from *:
     #ifndef SQLITEBIN_VERSION
     #define SQLITEBIN_VERSION "unknown"
     #endif
+    /* Asymmetric mode sums query values in float32 tables (at most 3.4e38): the sum of the
+       magnitudes bounds every such sum, so a query within this limit cannot overflow them.
+       A C constant: a module-level Cython initialiser would never run in an SQLite process. */
+    #define SQLITEBIN_MAX_QUERY_MAGNITUDE 1e38
     #ifdef __VERSION__
     #define SQLITEBIN_COMPILER __VERSION__
     #else
@@ -37,6 +41,7 @@ cdef extern from *:
     void sqlitebin_set_api(const sqlite3_api_routines *api) nogil
     const char *SQLITEBIN_VERSION
     const char *SQLITEBIN_COMPILER
+    const double SQLITEBIN_MAX_QUERY_MAGNITUDE
     const char *SQLITE_VERSION
     void sqlite3_result_zeroblob(sqlite3_context*, int n) nogil
     void *sqlite3_aggregate_context(sqlite3_context*, int nBytes) nogil
@@ -1282,6 +1287,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     cdef uint8_t *nibble_tables = NULL
     cdef uint16_t *approx = NULL
     cdef int64_t blocks, unsorted
+    cdef double magnitude = 0
     # Read once: a load on another connection may change the global between a check and a call.
     cdef sqlitebin_nibble_sums_fn nibble_sums = nibble_sums_kernel
 
@@ -1397,6 +1403,15 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
             if value > threshold:
                 c.query_code[i >> 3] |= <uint8_t>(0x80 >> (i & 7))
             scan.query_sum += value
+            magnitude += fabs(value)
+        if magnitude > SQLITEBIN_MAX_QUERY_MAGNITUDE:
+            # The lookup tables hold sums of query values in float32: keep every such sum finite.
+            sqlite3_free(thresholds)
+            sqlite3_free(query_floats)
+            sqlite3_free(tables)
+            return knn_fail(cursor, sqlite3_mprintf(
+                "sqlitebin_knn(): query values are too large for the asymmetric scan "
+                "(their magnitudes add up to %g; the limit is 1e38)", magnitude))
         build_lookup_tables(query_floats, dim, code_bytes, tables)
         c.score_scale = 1.0 / sqrt(<double>dim) if dim > 0 else 0
         if nibble_sums != NULL and 0 < code_bytes <= 128:

@@ -484,6 +484,10 @@ def knn_expected(collection, query, k, mode, allowed, count):
     bad = np.flatnonzero(~np.isfinite(floats))
     if len(bad):
         raise SQLError(f"{fn}: query holds a non-finite value at index {bad[0]}")
+    magnitude = math.fsum(abs(float(x)) for x in floats)
+    if magnitude > 1e38:
+        raise SQLError(f"{fn}: query values are too large for the asymmetric scan (their magnitudes add up to "
+                       f"{sqlite_g(magnitude)}; the limit is 1e38)")
     return False, top, allowed_ids, floats
 
 

@@ -195,6 +195,10 @@ KNN_CASES = [
      "sqlitebin_knn(): query holds a non-finite value at index 15"),
     ("query infinity", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([np.inf] + [0] * 15)],
      "sqlitebin_knn(): query holds a non-finite value at index 0"),
+    ("query too large for float32 sums", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([0] * 14 + [1.7e38, 1.7e38])],
+     "sqlitebin_knn(): query values are too large for the asymmetric scan (their magnitudes add up to 3.4e+38; "
+     "the limit is 1e38)"),
+    ("query large but within the limit", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([1e36] * 16)], ("rows", 5)),
     # mode
     ("mode unknown", "?, ?, 5, 'cosine'", [KNN_NAME, CODE], "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got 'cosine'"),
     ("mode case", "?, ?, 5, 'HAMMING'", [KNN_NAME, CODE], "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got 'HAMMING'"),
