@@ -14,9 +14,9 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 `numpy.packbits(v > t)`). Float vectors are little-endian float32 BLOBs.
 """
 
-from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t, INT64_MAX, INT64_MIN
 from libc.string cimport memcpy, memset, strcmp, strlen
-from libc.stdlib cimport getenv, qsort
+from libc.stdlib cimport getenv, qsort, strtoll
 from libc.math cimport isnan, isinf, rintf, sqrt, floor, fabs
 
 from sqlite3ext cimport *
@@ -45,8 +45,6 @@ cdef extern from *:
     const char *SQLITE_VERSION
     void sqlite3_result_zeroblob(sqlite3_context*, int n) nogil
     void *sqlite3_aggregate_context(sqlite3_context*, int nBytes) nogil
-    int sqlite3_bind_int64(sqlite3_stmt*, int, sqlite3_int64) nogil
-    int sqlite3_reset(sqlite3_stmt*) nogil
     int sqlite3_total_changes(sqlite3*) nogil
     int sqlite3_get_autocommit(sqlite3*) nogil
 
@@ -88,6 +86,13 @@ include "scan.pxi"
 include "threads.pxi"
 include "functions.pxi"
 include "knn.pxi"
+include "storage.pxi"
+include "cache.pxi"
+include "vtable_options.pxi"
+include "vtable.pxi"
+include "vtable_write.pxi"
+include "vtable_search.pxi"
+include "vtable_commands.pxi"
 
 # ---------------------------------------------------------------------------
 # The entry point and its one registration table.
@@ -148,4 +153,6 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
     cdef int rc = register_functions(db, error)
     if rc == SQLITE_OK:
         rc = register_knn(db, error)
+    if rc == SQLITE_OK:
+        rc = register_vector_module(db, error)
     return rc
