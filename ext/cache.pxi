@@ -119,12 +119,16 @@ cdef int cache_before_write(VectorTable *t) noexcept nogil:
     if not t.need_new_generation:
         return SQLITE_OK
     rc = config_get_int(t, "generation", &stored)
+    if rc == SQLITE_OK and stored != t.state_generation:
+        t.state_loaded = False  # another connection wrote since: read next_location etc. again
+        rc = storage_load_state(t)
     if rc != SQLITE_OK:
         return rc
     fresh = random_int64()
     rc = config_set_int(t, "generation", fresh)
     if rc != SQLITE_OK:
         return rc
+    t.state_generation = fresh
     if t.cache.loaded and t.cache.generation == stored:
         t.cache.generation = fresh
     else:
@@ -136,11 +140,7 @@ cdef int cache_before_write(VectorTable *t) noexcept nogil:
 cdef int cache_for_search(VectorTable *t, ChunkData **data) noexcept nogil:
     """The codes of every row as they stand now (flushing queued writes first)."""
     cdef int64_t generation = 0
-    cdef int rc = storage_load_state(t)
-    if rc == SQLITE_OK:
-        rc = storage_flush(t)
-    if rc == SQLITE_OK:
-        rc = config_get_int(t, "generation", &generation)
+    cdef int rc = storage_current(t, &generation)
     if rc != SQLITE_OK:
         return rc
     if not (t.cache.loaded and t.cache.generation == generation):

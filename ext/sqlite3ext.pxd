@@ -154,6 +154,7 @@ cdef extern from "sqlite3ext.h" nogil:
     int sqlite3_column_bytes(sqlite3_stmt*, int iCol)
     sqlite3_int64 sqlite3_column_int64(sqlite3_stmt*, int iCol)
     int sqlite3_column_type(sqlite3_stmt*, int iCol)
+    const unsigned char *sqlite3_column_text(sqlite3_stmt*, int iCol)
     const char *sqlite3_errmsg(sqlite3*)
     sqlite3 *sqlite3_context_db_handle(sqlite3_context*)
 

@@ -73,6 +73,7 @@ ctypedef struct VectorTable:
     int64_t next_location
     int64_t calibration_count
     bint need_new_generation
+    int64_t state_generation  # the generation next_location, ranges and calibration_count were read at
     PendingEntry *pending
     uint8_t *pending_data     # per entry: code_bytes of code, then vector_bytes of vector
     int64_t pending_count
@@ -189,6 +190,44 @@ cdef int config_set_int(VectorTable *t, const char *key, int64_t value) noexcept
     return step_done(t, stmt)
 
 
+cdef const char *rescore_name(int rescore) noexcept nogil:
+    if rescore == RESCORE_INT8:
+        return "int8"
+    if rescore == RESCORE_FLOAT32:
+        return "float32"
+    return "none" if rescore == RESCORE_NONE else "bits"
+
+
+cdef int config_get_rescore(VectorTable *t, int64_t *rescore) noexcept nogil:
+    """The stored rescore name as RESCORE_INT8 / _FLOAT32 / _NONE; -1 when damaged."""
+    cdef sqlite3_stmt *stmt = table_statement(t, ST_CONFIG_GET)
+    cdef const char *text
+    cdef int rc
+    if stmt == NULL:
+        return SQLITE_ERROR
+    sqlite3_bind_text(stmt, 1, "rescore", -1, SQLITE_STATIC)
+    rc = sqlite3_step(stmt)
+    rescore[0] = -1
+    if rc == SQLITE_ROW:
+        text = <const char*>sqlite3_column_text(stmt, 0)
+        for i in range(3):
+            if text != NULL and strcmp(text, rescore_name(i)) == 0:
+                rescore[0] = i
+        rc = SQLITE_OK
+    elif rc == SQLITE_DONE:
+        rc = SQLITE_OK
+    sqlite3_reset(stmt)
+    return table_sqlite_fail(t, rc)
+
+
+cdef int config_set_text(VectorTable *t, const char *key, const char *value) noexcept nogil:
+    cdef sqlite3_stmt *stmt = table_statement(t, ST_CONFIG_SET)
+    if stmt != NULL:
+        sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC)
+        sqlite3_bind_text(stmt, 2, value, -1, SQLITE_STATIC)
+    return step_done(t, stmt)
+
+
 cdef int config_set_blob(VectorTable *t, const char *key, const uint8_t *data, int nbytes) noexcept nogil:
     cdef sqlite3_stmt *stmt = table_statement(t, ST_CONFIG_SET)
     if stmt != NULL:
@@ -262,7 +301,7 @@ cdef int storage_create(VectorTable *t) noexcept nogil:
     if rc == SQLITE_OK:
         rc = config_set_int(t, "dim", t.dim)
     if rc == SQLITE_OK:
-        rc = config_set_int(t, "rescore", t.rescore)
+        rc = config_set_text(t, "rescore", rescore_name(t.rescore))
     if rc == SQLITE_OK:
         rc = config_set_int(t, "chunk_size", t.chunk_size)
     if rc == SQLITE_OK:
@@ -286,7 +325,7 @@ cdef int64_t random_int64() noexcept nogil:
 
 cdef int storage_read_options(VectorTable *t) noexcept nogil:
     """xConnect: the options written by storage_create."""
-    cdef int64_t format = 0, dim = 0, rescore = 0, chunk_size = 0, calibration_rows = 0
+    cdef int64_t format = 0, dim = 0, rescore = -1, chunk_size = 0, calibration_rows = 0
     cdef int rc = config_get_int(t, "format", &format)
     if rc == SQLITE_OK and format != FORMAT_VERSION:
         return table_fail(t, sqlite3_mprintf("sqlitebin: %s was made by a newer sqlitebin (storage format %lld; "
@@ -294,7 +333,7 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
     if rc == SQLITE_OK:
         rc = config_get_int(t, "dim", &dim)
     if rc == SQLITE_OK:
-        rc = config_get_int(t, "rescore", &rescore)
+        rc = config_get_rescore(t, &rescore)
     if rc == SQLITE_OK:
         rc = config_get_int(t, "chunk_size", &chunk_size)
     if rc == SQLITE_OK:
@@ -343,6 +382,21 @@ cdef int storage_load_state(VectorTable *t) noexcept nogil:
         rc = table_sqlite_fail(t, rc)
     t.state_loaded = rc == SQLITE_OK
     t.location_dirty = False
+    return rc
+
+
+cdef int storage_current(VectorTable *t, int64_t *generation) noexcept nogil:
+    """Before a read: write queued slots, then make sure what was read from disk is still what
+    the database holds (another connection may have committed since); give the generation."""
+    cdef int rc = storage_load_state(t)
+    if rc == SQLITE_OK:
+        rc = storage_flush(t)
+    if rc == SQLITE_OK:
+        rc = config_get_int(t, "generation", generation)
+    if rc == SQLITE_OK and generation[0] != t.state_generation:
+        t.state_loaded = False
+        rc = storage_load_state(t)
+        t.state_generation = generation[0]
     return rc
 
 
@@ -528,7 +582,7 @@ cdef int flush_column(VectorTable *t, int kind, const char *table, const char *c
             if t.pending[j].kind & kind:
                 if t.pending[j].location == first + count:
                     count += 1
-                if width == 8:
+                if kind == WRITE_ID:
                     memcpy(buffer + (t.pending[j].location - first) * 8, &t.pending[j].id, 8)
                 else:
                     memcpy(buffer + (t.pending[j].location - first) * width,

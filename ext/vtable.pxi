@@ -354,12 +354,11 @@ cdef int vtab_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_s
                      int argc, sqlite3_value **argv) noexcept nogil:
     cdef VectorCursor *c = <VectorCursor*>cursor
     cdef VectorTable *t = <VectorTable*>cursor.pVtab
+    cdef int64_t generation = 0
     cdef int rc
     cursor_reset(c)
     c.plan = idx_num & 3
-    rc = storage_load_state(t)
-    if rc == SQLITE_OK:
-        rc = storage_flush(t)
+    rc = storage_current(t, &generation)
     if rc != SQLITE_OK:
         return rc
     if c.plan == PLAN_SEARCH:

@@ -22,8 +22,6 @@ ctypedef struct TableOptions:
     unsigned seen            # a bit per option given
 
 
-cdef const char *OPTION_LIST = "dim, rescore, chunk_size, thresholds, ranges, calibration_rows"
-
 
 cdef char *trim(char *text) noexcept nogil:
     cdef size_t n
@@ -152,7 +150,8 @@ cdef char *parse_argument(TableOptions *o, const char *argument) noexcept nogil:
         value = unquote(trim(equals + 1))
         option = option_index(key)
         if option < 0:
-            error = sqlite3_mprintf("sqlitebin: unknown option '%s' (expected %s)", key, OPTION_LIST)
+            error = sqlite3_mprintf("sqlitebin: unknown option '%s' (expected dim, rescore, chunk_size, "
+                                   "thresholds, ranges, calibration_rows)", key)
         elif o.seen & (1u << option):
             error = sqlite3_mprintf("sqlitebin: option '%s' is given twice", key)
         else:
