@@ -524,3 +524,23 @@ def test_joins_with_a_documents_table(conn, rng):
         "SELECT v.id, d.text FROM v JOIN docs d ON d.id = v.id ORDER BY v.score DESC, v.id",
         (blob(vectors[5]),)).fetchall()
     assert rows[0] == (5, "doc 5") and len(rows) == 3 and all(i % 2 for i, _ in rows)
+
+
+def test_stored_int8_bytes_equal_numpy_quantization(conn, rng):
+    dim = 70
+    low = rng.uniform(-2, 0, dim).astype(F32)
+    high = (low + rng.uniform(0.5, 3, dim)).astype(F32)
+    high[:3] = low[:3]  # degenerate ranges quantize to -128
+    ranges = np.concatenate([low, high])
+    conn.execute(f"CREATE VIRTUAL TABLE idx USING sqlitebin(dim={dim}, chunk_size=64, ranges=X'{ranges.tobytes().hex()}')")
+    vectors = rng.uniform(-4, 4, (130, dim)).astype(F32)
+    # Values that land exactly on .5 levels, on the bounds and outside them.
+    vectors[0] = low + (high - low) * (np.arange(dim) % 255 + 0.5).astype(F32) / 255
+    vectors[1], vectors[2] = low, high
+    with conn:
+        conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)", [(i, blob(v)) for i, v in enumerate(vectors)])
+    stored = b"".join(r[0] for r in conn.execute("SELECT vectors FROM idx_vectors ORDER BY block_id"))
+    got = np.frombuffer(stored, np.int8)[: 130 * dim].reshape(130, dim)
+    assert (got == quantize.int8_quantize(vectors, ranges)).all()
+    sql = conn.execute("SELECT int8_quantize(?, ?)", (blob(vectors[0]), ranges.tobytes())).fetchone()[0]
+    assert np.frombuffer(sql, np.int8).tolist() == got[0].tolist()
