@@ -85,14 +85,20 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["sqlitebin", "sqlitebin.*"]),
-    package_data={"sqlitebin": ["data/*.gz", "data/*.md"]},
+    package_data={"sqlitebin": ["data/*.gz", "data/*.md", "templates/*.html"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildSQLiteExtension},
     install_requires=["apsw>=3.40", "numpy>=1.24", "wordllama>=0.4", "click>=8.0", "tqdm>=4.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
+        "datasette": ["datasette>=0.64"],
+        "sqlite-utils": ["sqlite-utils>=3.35"],
     },
-    entry_points={"console_scripts": ["sqlitebin=sqlitebin.cli:main"]},
+    entry_points={
+        "console_scripts": ["sqlitebin=sqlitebin.cli:main"],
+        "datasette": ["sqlitebin=sqlitebin.datasette_plugin"],
+        "sqlite_utils": ["sqlitebin=sqlitebin.sqlite_utils_plugin"],
+    },
     zip_safe=False,
 )
