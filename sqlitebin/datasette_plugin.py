@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 from datasette import hookimpl
@@ -91,8 +92,9 @@ async def collections_view(datasette, request):
 
 
 async def search_view(datasette, request):
-    database = request.url_vars["database"]
-    name = tilde_decode(request.url_vars["collection"])
+    # Datasette routes on the raw path: names arrive tilde-encoded (its convention) or percent-encoded.
+    database = tilde_decode(urllib.parse.unquote(request.url_vars["database"]))
+    name = tilde_decode(urllib.parse.unquote(request.url_vars["collection"]))
     as_json = request.url_vars.get("format") == ".json"
     path = _database_path(datasette, database)
     if path is None:
