@@ -139,8 +139,8 @@ def test_apsw_pysqlite3_sqlean_in_one_process(tmp_path):
     assert {"apsw", "pysqlite3.dbapi2", "sqlean", "apsw (second)"} <= set(versions)
 
 
-def test_system_python_sqlite3_with_the_others_in_one_process(tmp_path):
-    """Debian's /usr/bin/python3 loads extensions into the system's libsqlite3: four libraries at once."""
+def system_python_environment():
+    """Debian's system Python and an environment giving it this one's packages, or a skip saying why not."""
     if not os.path.exists(SYSTEM_PYTHON):
         pytest.skip(f"{SYSTEM_PYTHON} is missing (apt-get install python3)")
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys, sqlite3; print('%d.%d' % sys.version_info[:2], "
@@ -152,8 +152,13 @@ def test_system_python_sqlite3_with_the_others_in_one_process(tmp_path):
         pytest.skip(f"{SYSTEM_PYTHON} is Python {probe[0]}: apsw, NumPy and the others here are built for another version")
     # The system Python with this environment's packages (same Python version, so the same ABI).
     paths = [PACKAGE_ROOT] + [p for p in sys.path if p.endswith("site-packages")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONNOUSERSITE="1")
-    versions = run_one_process(SYSTEM_PYTHON, tmp_path, ("sqlite3", "pysqlite3.dbapi2", "sqlean"), env=env)
+    return SYSTEM_PYTHON, dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONNOUSERSITE="1")
+
+
+def test_system_python_sqlite3_with_the_others_in_one_process(tmp_path):
+    """Debian's /usr/bin/python3 loads extensions into the system's libsqlite3: four libraries at once."""
+    python, env = system_python_environment()
+    versions = run_one_process(python, tmp_path, ("sqlite3", "pysqlite3.dbapi2", "sqlean"), env=env)
     assert "sqlite3" in versions and "apsw" in versions
     assert len({versions[name] for name in ("sqlite3", "apsw")}) == 2 or versions["sqlite3"] == versions["apsw"]
 
