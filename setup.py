@@ -90,10 +90,10 @@ setup(
     cmdclass={"build_ext": BuildSQLiteExtension},
     install_requires=["apsw>=3.40", "numpy>=1.24", "wordllama>=0.4", "click>=8.0", "tqdm>=4.0"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "datasette>=0.64", "sqlite-utils>=3.35", "selenium>=4", "sqlean.py",
+        "test": ["pytest>=7", "hypothesis>=6", "datasette>=0.64,<1.0", "sqlite-utils>=3.35", "selenium>=4", "sqlean.py",
                  "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
-        "datasette": ["datasette>=0.64"],
+        "datasette": ["datasette>=0.64,<1.0"],
         "sqlite-utils": ["sqlite-utils>=3.35"],
     },
     entry_points={

@@ -60,10 +60,10 @@ def register_routes():
 
 
 @hookimpl
-def database_actions(datasette, database):
+def database_actions(datasette, actor, database):
     async def inner():
         path = _database_path(datasette, database)
-        if path is None:
+        if path is None or not await datasette.permission_allowed(actor, "view-database", database, default=True):
             return []
         names = await _run(datasette, _collections, path)
         return [{"href": _search_url(datasette, database, name), "label": f"Search sqlitebin collection {name}"}
@@ -82,7 +82,8 @@ async def collections_view(datasette, request):
     databases = []
     for name in datasette.databases:
         path = _database_path(datasette, name)
-        if path is None:
+        if path is None or not await datasette.permission_allowed(
+                request.actor, "view-database", name, default=True):
             continue
         names = await _run(datasette, _collections, path)
         if names:
@@ -99,7 +100,7 @@ async def search_view(datasette, request):
     path = _database_path(datasette, database)
     if path is None:
         raise NotFound(f"Database not found or not a file: {database}")
-    await _check_view(datasette, request, database)
+    await _check_view(datasette, request, database, f"{name}_documents")
     if name not in await _run(datasette, _collections, path):
         raise NotFound(f"No sqlitebin collection named {name!r} in {database}")
     query = request.args.get("q", "")
@@ -156,10 +157,13 @@ async def _render(datasette, request, context):
     return await datasette.render_template(template, context, request=request)
 
 
-async def _check_view(datasette, request, database):
-    if not hasattr(datasette, "ensure_permissions"):
-        return
-    permissions = [("view-database", database), "view-instance"] if database else ["view-instance"]
+async def _check_view(datasette, request, database, table=None):
+    """Datasette's own rules: results show the documents table, so they need the right to view it."""
+    permissions = ["view-instance"]
+    if database is not None:
+        permissions.insert(0, ("view-database", database))
+    if table is not None:
+        permissions.insert(0, ("view-table", (database, table)))
     await datasette.ensure_permissions(request.actor, permissions)
 
 

@@ -159,6 +159,19 @@ def test_the_extension_is_loaded_in_datasette_connections(server):
     assert rows == [{"bits": 8, "version": sqlitebin.__version__}]
 
 
+def test_datasette_permissions_apply(debian, tmp_path):
+    """A database only root may see: its search pages, JSON and listing are closed to anonymous visitors."""
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"databases": {"debian": {"allow": {"id": "root"}}}}))
+    server = Server(debian, "--metadata", str(metadata))
+    try:
+        get(f"{server.url}/-/sqlitebin/debian/debian?q=image+editor", expect=403)
+        get(f"{server.url}/-/sqlitebin/debian/debian.json?q=image+editor", expect=403)
+        assert "/-/sqlitebin/debian/debian" not in get(server.url + "/-/sqlitebin")
+    finally:
+        server.stop()
+
+
 # ----------------------------------------------------------------------
 # In a browser
 
@@ -213,3 +226,19 @@ def test_search_page_in_chromium(server, oracle, browser, tmp_path):
     WebDriverWait(browser, 30).until(lambda b: "/debian_documents/" in b.current_url)
     assert browser.current_url == f"{server.url}/debian/debian_documents/{hits[0].id}"
     assert hits[0].text.split()[0] in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_sqlite3_without_extension_loading_gets_one_warning(capsys, monkeypatch):
+    """Datasette keeps serving (the search pages too) where its sqlite3 cannot load extensions."""
+    from sqlitebin import datasette_plugin
+
+    class NoLoading:
+        def execute(self, sql):
+            raise AssertionError("not reached")
+
+    monkeypatch.setattr(datasette_plugin, "_warned", [])
+    datasette_plugin.prepare_connection(NoLoading())
+    datasette_plugin.prepare_connection(NoLoading())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sqlitebin: load(): this Python's sqlite3 module was built without")
+    assert err.rstrip().endswith("; the search pages still work")

@@ -102,3 +102,18 @@ def test_search_command_help_names_itself():
     assert result.exit_code == 0
     assert "sqlite-utils sqlitebin-search docs.db" in result.output and "sqlitebin search" not in result.output
     assert "sqlitebin-search" in run(sqlite_utils_cli, ["--help"]).output
+
+
+def test_a_sqlite3_without_extension_loading_gets_one_warning(capsys, monkeypatch):
+    """sqlite-utils keeps working (without the functions) where its sqlite3 cannot load extensions."""
+    from sqlitebin import sqlite_utils_plugin
+
+    class NoLoading:  # the shape of sqlite3.Connection on macOS's system Python or a pyenv build
+        def execute(self, sql):
+            raise AssertionError("not reached")
+
+    monkeypatch.setattr(sqlite_utils_plugin, "_warned", [])
+    sqlite_utils_plugin.prepare_connection(NoLoading())
+    sqlite_utils_plugin.prepare_connection(NoLoading())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sqlitebin: load(): this Python's sqlite3 module was built without")
