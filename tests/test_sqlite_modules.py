@@ -214,3 +214,17 @@ def test_apsw_loads_twice():
     sqlitebin.load(conn)
     sqlitebin.load(conn)
     assert conn.execute("SELECT hamming(x'ff00', x'0f0f')").fetchone()[0] == 8
+
+
+def test_the_shell_loads_the_same_file_twice():
+    """One SQLite library loading the file again is no second library: accepted."""
+    import shutil
+
+    shell = shutil.which("sqlite3")
+    if shell is None:
+        pytest.skip("the sqlite3 command line is not installed")
+    path = sqlitebin.loadable_path()
+    result = subprocess.run([shell, ":memory:", f".load {path}", f".load {path}", "SELECT hamming(x'ff00', x'0f0f')"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "8"
