@@ -24,7 +24,19 @@ from sqlite3ext cimport *
 cdef extern from *:
     """
     SQLITE_EXTENSION_INIT1
-    #define sqlitebin_set_api(p) SQLITE_EXTENSION_INIT2(p)
+    /* The API pointer is one global per loaded copy of this file. The first SQLite library to load
+       a copy binds it; another library (apsw's and pysqlite3's in one process) is refused, because
+       rebinding would send the first library's calls into the second. The message is allocated with
+       the caller's own routines, since the caller frees it. sqlitebin.load() then uses a private copy. */
+    static int sqlitebin_claim_api(const sqlite3_api_routines *api, char **error) {
+        const sqlite3_api_routines *bound = 0;
+        if (__atomic_compare_exchange_n(&sqlite3_api, &bound, api, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
+                || bound == api)
+            return SQLITE_OK;
+        if (error) *error = api->mprintf("sqlitebin: this copy of the extension is already bound to another "
+            "SQLite library in this process; load a separate copy of the file into this one (sqlitebin.load() does)");
+        return SQLITE_ERROR;
+    }
     #ifndef SQLITEBIN_VERSION
     #define SQLITEBIN_VERSION "unknown"
     #endif
@@ -38,7 +50,7 @@ cdef extern from *:
     #define SQLITEBIN_COMPILER "unknown"
     #endif
     """
-    void sqlitebin_set_api(const sqlite3_api_routines *api) nogil
+    int sqlitebin_claim_api(const sqlite3_api_routines *api, char **error) nogil
     const char *SQLITEBIN_VERSION
     const char *SQLITEBIN_COMPILER
     const double SQLITEBIN_MAX_QUERY_MAGNITUDE
@@ -148,7 +160,8 @@ cdef int register_functions(sqlite3 *db, char **error) noexcept nogil:
 cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
                                        const sqlite3_api_routines *api) noexcept nogil:
     """Entry point called by SQLite's load_extension; registers everything on `db`."""
-    sqlitebin_set_api(api)
+    if sqlitebin_claim_api(api, error) != SQLITE_OK:
+        return SQLITE_ERROR
     select_kernels()
     cdef int rc = register_functions(db, error)
     if rc == SQLITE_OK:

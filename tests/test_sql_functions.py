@@ -269,11 +269,6 @@ def test_extension_has_no_python_symbols():
     assert "Py" not in out and "sqlite3_api" not in [line.split()[-1] for line in out.splitlines()]
 
 
-def test_load_rejects_other_objects():
-    with pytest.raises(TypeError, match=r"load\(\): expected an apsw.Connection or sqlite3.Connection, got str"):
-        sqlitebin.load("not a connection")
-
-
 def test_load_leaves_extension_loading_disabled():
     connection = apsw.Connection(":memory:")
     sqlitebin.load(connection)
