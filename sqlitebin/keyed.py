@@ -167,15 +167,40 @@ class KeyedCollection:
                     ids = list(self.ids_for(self.check_keys(keys, len(keys))).values())
                 return self.collection.delete(ids) if ids else 0
 
-    def delete_where(self, where, params):
-        """Delete the documents matching a SQL condition on the documents table; return how many."""
+    def condition(self, filter=None, keys=None):
+        """``(where, params)`` on the documents table: a metadata filter dict and, when `keys` is given,
+        only the documents with those keys. ``where`` is None when there is no condition."""
+        where, params = where_from_filter(self.function, filter)
+        if keys is not None:
+            restriction = (
+                f"id IN (SELECT id FROM {KEYS_TABLE} WHERE collection = :keyed_collection "
+                "AND key IN (SELECT value FROM json_each(:keyed_keys)))")
+            where = f"({where}) AND {restriction}" if where else restriction
+            params = dict(params, keyed_collection=self.name, keyed_keys=json.dumps(list(keys)))
+        return where, params
+
+    def delete_where(self, filter=None, keys=None):
+        """Delete the documents matching `condition(filter, keys)`; return how many."""
+        where, params = self.condition(filter, keys)
         with self.lock:
             if self.collection is None:
                 return 0
             with transaction(self.conn):
                 ids = [row[0] for row in self.conn.execute(
-                    f"SELECT id FROM {self.collection.tables.documents} WHERE ({where})", params)]
+                    f"SELECT id FROM {self.collection.tables.documents} WHERE ({where or 1})", params)]
                 return self.collection.delete(ids) if ids else 0
+
+    def select(self, filter=None, keys=None):
+        """(key, text, metadata) of the documents matching `condition(filter, keys)`, by id."""
+        where, params = self.condition(filter, keys)
+        with self.lock:
+            if self.collection is None:
+                return []
+            rows = self.conn.execute(
+                f"SELECT d.id, k.key, d.text, d.metadata FROM {self.collection.tables.documents} AS d "
+                f"LEFT JOIN {KEYS_TABLE} AS k ON k.collection = :keyed_collection AND k.id = d.id "
+                f"WHERE ({where or 1}) ORDER BY d.id", dict(params, keyed_collection=self.name)).fetchall()
+        return [(key, text, json.loads(metadata) if metadata is not None else None) for _, key, text, metadata in rows]
 
     def get(self, keys):
         """(key, text, metadata) for the keys that exist, in the order given."""
@@ -187,9 +212,9 @@ class KeyedCollection:
         return [(key, hits[known[key]].text, hits[known[key]].metadata)
                 for key in keys if key in known and known[key] in hits]
 
-    def search(self, vector, k, filter=None, oversample=None):
-        """(key, text, metadata, score) of the k nearest documents matching `filter`, best first."""
-        where, params = where_from_filter(self.function, filter)
+    def search(self, vector, k, filter=None, oversample=None, keys=None):
+        """(key, text, metadata, score) of the k nearest documents matching `condition(filter, keys)`, best first."""
+        where, params = self.condition(filter, keys)
         with self.lock:
             if self.collection is None:
                 return []
