@@ -90,8 +90,13 @@ setup(
     cmdclass={"build_ext": BuildSQLiteExtension},
     install_requires=["apsw>=3.40", "numpy>=1.24", "wordllama>=0.4", "click>=8.0", "tqdm>=4.0"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # The integrations' tests run in the default suite (they skip only when a package is absent).
+        "test": ["pytest>=7", "hypothesis>=6", "pytest-asyncio>=0.23", "langchain-core>=0.3", "langchain-tests>=0.3",
+                 "llama-index-core>=0.12", "model2vec>=0.4"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
+        "langchain": ["langchain-core>=0.3"],
+        "llama-index": ["llama-index-core>=0.12"],
+        "model2vec": ["model2vec>=0.4"],
     },
     entry_points={"console_scripts": ["sqlitebin=sqlitebin.cli:main"]},
     zip_safe=False,

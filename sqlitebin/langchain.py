@@ -1,6 +1,7 @@
 """A LangChain vector store backed by a sqlitebin collection (``pip install 'sqlitebin[langchain]'``).
 
-`SqlitebinVectorStore` is a ``langchain_core`` `VectorStore`: texts are embedded with the LangChain
+`SqlitebinVectorStore` is a ``langchain_core`` `VectorStore` (and `SqlitebinEmbeddings` makes sqlitebin's
+offline embedders usable as LangChain `Embeddings`): texts are embedded with the LangChain
 `Embeddings` it is given and stored in a sqlitebin collection (binary codes for candidates, float32
 vectors for exact cosine rescoring by default), so the whole store is one SQLite file. LangChain's string
 ids map to the collection's integer ids through the `sqlitebin_keys` table (see `sqlitebin.keyed`);
@@ -24,9 +25,26 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from .collection import DEFAULT_OVERSAMPLE, STORED_KINDS, _check_choice, _check_int
 from .database import Database
+from .embedding import embed_texts, resolve_embedder
 from .keyed import KeyedCollection
 
 DEFAULT_COLLECTION = "langchain"
+
+
+class SqlitebinEmbeddings(Embeddings):
+    """A sqlitebin embedder as LangChain `Embeddings`: "wordllama" (default, offline), "wordllama-128",
+    "model2vec:PATH", a prefix from `sqlitebin.register_embedder()`, or any callable
+    ``list[str] -> (n, dim)`` array. Rows come back as the embedder makes them (unit length for
+    WordLlama and Model2Vec)."""
+
+    def __init__(self, embedder="wordllama"):
+        self.embedder = resolve_embedder(embedder)
+
+    def embed_documents(self, texts: List[str]) -> List[List[float]]:
+        return embed_texts(self.embedder, list(texts)).tolist()
+
+    def embed_query(self, text: str) -> List[float]:
+        return self.embed_documents([text])[0]
 
 
 class _LangChainEmbedder:

@@ -6,13 +6,15 @@ and its metadata into the `metadata` JSON column, in the form LlamaIndex's own s
 (``node_to_metadata_dict``: the node's metadata keys at the top level, plus ``_node_content``,
 ``_node_type`` and ``ref_doc_id``). Node ids map to the collection's integer ids through the
 `sqlitebin_keys` table (see `sqlitebin.keyed`). `MetadataFilters` become a SQL condition on the metadata
-that the search applies before the top-k (see `sqlitebin.metadata_filter`).
+that the search applies before the top-k (see `sqlitebin.metadata_filter`). `SqlitebinEmbedding` makes
+sqlitebin's offline embedders usable as a LlamaIndex embedding model.
 """
 
 import os
 from typing import Any, List, Optional, Sequence
 
 try:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.bridge.pydantic import PrivateAttr
     from llama_index.core.schema import BaseNode, MetadataMode
     from llama_index.core.vector_stores.types import (
@@ -32,6 +34,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from .collection import DEFAULT_OVERSAMPLE, STORED_KINDS, _check_choice, _check_int
 from .database import Database
+from .embedding import embed_texts, embedder_name, resolve_embedder
 from .keyed import KeyedCollection
 
 DEFAULT_COLLECTION = "llama_index"
@@ -77,6 +80,36 @@ def filter_from_metadata_filters(filters: Optional[MetadataFilters]) -> Optional
     if condition == FilterCondition.OR:
         return {"$or": parts}
     return {"$not": {"$or": parts}}
+
+
+class SqlitebinEmbedding(BaseEmbedding):
+    """A sqlitebin embedder as a LlamaIndex embedding model: "wordllama" (default, offline), "wordllama-128",
+    "model2vec:PATH", a prefix from `sqlitebin.register_embedder()`, or any callable
+    ``list[str] -> (n, dim)`` array."""
+
+    _embedder: Any = PrivateAttr()
+
+    def __init__(self, embedder="wordllama", **kwargs: Any):
+        resolved = resolve_embedder(embedder)
+        kwargs.setdefault("model_name", embedder_name(resolved))
+        super().__init__(**kwargs)
+        self._embedder = resolved
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SqlitebinEmbedding"
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        return embed_texts(self._embedder, list(texts)).tolist()
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self._get_text_embedding(query)
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
 
 
 class SqlitebinVectorStore(BasePydanticVectorStore):

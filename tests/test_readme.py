@@ -54,8 +54,8 @@ def test_sql_quick_start_in_the_sqlite3_shell():
 
 def test_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    blocks = code_blocks("python")
-    assert len(blocks) == 2
+    # The quick starts; the integration sections' examples are run by tests/test_readme_integrations.py.
+    blocks = code_blocks("python")[:2]
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         for block in blocks:
