@@ -125,7 +125,7 @@ class KeyedCollection:
         keys = self.check_keys(keys if keys is not None else [None] * len(texts), len(texts))
         if metadatas is None:
             metadatas = [None] * len(texts)
-        metadatas = [dict(m) if m else None for m in metadatas]
+        metadatas = [m if m else None for m in metadatas]  # {} is stored as NULL and read back as {}
         if len(metadatas) != len(texts):
             raise ValueError(f"{self.function}: got {len(metadatas)} metadata entries for {len(texts)} texts")
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -143,12 +143,14 @@ class KeyedCollection:
                 if old:
                     collection.upsert([texts[i] for i in old], vectors=vectors[old],
                                       ids=[known[keys[i]] for i in old], metadata=[metadatas[i] for i in old])
-                assigned = {}
+                assigned = {keys[i]: known[keys[i]] for i in old}
                 if new:
                     new_ids = collection.add([texts[i] for i in new], vectors=vectors[new],
                                              metadata=[metadatas[i] for i in new])
-                    assigned = {keys[i]: document_id for i, document_id in zip(new, new_ids)}
-                # OR REPLACE also drops a stale key still holding a reassigned id.
+                    assigned.update((keys[i], document_id) for i, document_id in zip(new, new_ids))
+                # Every key is written again, known ones too: should an upsert ever replace a row by deleting
+                # it, the delete trigger would have dropped its key. OR REPLACE also drops a stale key still
+                # holding a reassigned id.
                 self.conn.executemany(
                     f"INSERT OR REPLACE INTO {KEYS_TABLE} (collection, key, id) VALUES (?, ?, ?)",
                     [(self.name, key, document_id) for key, document_id in assigned.items()],

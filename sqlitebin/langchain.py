@@ -90,8 +90,11 @@ class SqlitebinVectorStore(VectorStore):
         else:
             raise TypeError(f"{function}: database must be a path or a sqlitebin.Database, got {type(database).__name__}")
         self.embedding = embedding
+        # With sqlitebin's own embedder the collection records it by name, so plain sqlitebin (and
+        # `sqlitebin search`) reopens it with that embedder; any other is recorded by its class.
+        embedder = embedding.embedder if isinstance(embedding, SqlitebinEmbeddings) else _LangChainEmbedder(embedding)
         self.store = KeyedCollection("SqlitebinVectorStore", self.database, collection_name, rescore=rescore,
-                                     embedder=_LangChainEmbedder(embedding), oversample=oversample)
+                                     embedder=embedder, oversample=oversample)
 
     @property
     def embeddings(self) -> Embeddings:

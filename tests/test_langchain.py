@@ -230,3 +230,32 @@ def test_bad_input_writes_nothing():
         SqlitebinVectorStore(lambda texts: texts)
     with pytest.raises(ValueError, match="rescore must be one of"):
         SqlitebinVectorStore(KeywordEmbeddings(), rescore="bits")
+
+
+def test_sqlitebin_embeddings_make_a_collection_plain_sqlitebin_can_search(tmp_path):
+    """With sqlitebin's own embedder the collection records it by name: the Python API and the command line
+    reopen it with that embedder, and it keeps a keyword index for hybrid search."""
+    from click.testing import CliRunner
+
+    from sqlitebin.cli import main
+    from sqlitebin.langchain import SqlitebinEmbeddings
+
+    path = tmp_path / "lc.db"
+    store = SqlitebinVectorStore(SqlitebinEmbeddings("wordllama-64"), database=path)
+    store.add_texts(["SQLite is an embedded database engine.", "Debian is a free operating system."],
+                    ids=["sqlite", "debian"])
+    expected = store.similarity_search_with_score("free software", k=2)
+    store.close()
+    with sqlitebin.connect(path) as db:
+        col = db.collection("langchain")
+        assert (col.embedder_name, col.dim) == ("wordllama-l2_supercat", 64)
+        hits = col.search("free software", k=2)
+        assert [h.text for h in hits] == [d.page_content for d, _ in expected]
+        np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-6)
+        assert col.search("embedded", k=1, mode="keyword")[0].text.startswith("SQLite")
+    result = CliRunner().invoke(main, ["search", str(path), "free software", "--collection", "langchain", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output.splitlines()[0])["text"].startswith("Debian")
+    # Reopening the store with the same embeddings works; with other embeddings it says which were used.
+    SqlitebinVectorStore(SqlitebinEmbeddings("wordllama-64"), database=path).close()
+    with pytest.raises(ValueError, match="was built with embedder 'wordllama-l2_supercat'"):
+        SqlitebinVectorStore(KeywordEmbeddings(), database=path)
