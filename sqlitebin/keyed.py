@@ -135,26 +135,37 @@ class KeyedCollection:
             raise ValueError(
                 f"{self.function}: the embeddings have shape {vectors.shape}, expected ({len(texts)}, dim)")
         with self.lock:
+            created = self.collection is None
             collection = self._ensure_collection(int(vectors.shape[1]))
-            with transaction(self.conn):
-                known = self.ids_for(keys)
-                old = [i for i, key in enumerate(keys) if key in known]
-                new = [i for i, key in enumerate(keys) if key not in known]
-                if old:
-                    collection.upsert([texts[i] for i in old], vectors=vectors[old],
-                                      ids=[known[keys[i]] for i in old], metadata=[metadatas[i] for i in old])
-                assigned = {keys[i]: known[keys[i]] for i in old}
-                if new:
-                    new_ids = collection.add([texts[i] for i in new], vectors=vectors[new],
-                                             metadata=[metadatas[i] for i in new])
-                    assigned.update((keys[i], document_id) for i, document_id in zip(new, new_ids))
-                # Every key is written again, known ones too: should an upsert ever replace a row by deleting
-                # it, the delete trigger would have dropped its key. OR REPLACE also drops a stale key still
-                # holding a reassigned id.
-                self.conn.executemany(
-                    f"INSERT OR REPLACE INTO {KEYS_TABLE} (collection, key, id) VALUES (?, ?, ?)",
-                    [(self.name, key, document_id) for key, document_id in assigned.items()],
-                )
+            try:
+                return self._write(collection, keys, texts, vectors, metadatas)
+            except BaseException:
+                if created:  # bad input writes nothing, not even the collection its first write made
+                    self.collection = None
+                    self.database.drop_collection(self.name)
+                raise
+
+    def _write(self, collection, keys, texts, vectors, metadatas):
+        """The writes of `upsert()`, in one transaction."""
+        with transaction(self.conn):
+            known = self.ids_for(keys)
+            old = [i for i, key in enumerate(keys) if key in known]
+            new = [i for i, key in enumerate(keys) if key not in known]
+            if old:
+                collection.upsert([texts[i] for i in old], vectors=vectors[old],
+                                  ids=[known[keys[i]] for i in old], metadata=[metadatas[i] for i in old])
+            assigned = {keys[i]: known[keys[i]] for i in old}
+            if new:
+                new_ids = collection.add([texts[i] for i in new], vectors=vectors[new],
+                                         metadata=[metadatas[i] for i in new])
+                assigned.update((keys[i], document_id) for i, document_id in zip(new, new_ids))
+            # Every key is written again, known ones too: should an upsert ever replace a row by deleting
+            # it, the delete trigger would have dropped its key. OR REPLACE also drops a stale key still
+            # holding a reassigned id.
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO {KEYS_TABLE} (collection, key, id) VALUES (?, ?, ?)",
+                [(self.name, key, document_id) for key, document_id in assigned.items()],
+            )
         return keys
 
     def delete(self, keys=None):

@@ -259,3 +259,12 @@ def test_sqlitebin_embeddings_make_a_collection_plain_sqlitebin_can_search(tmp_p
     SqlitebinVectorStore(SqlitebinEmbeddings("wordllama-64"), database=path).close()
     with pytest.raises(ValueError, match="was built with embedder 'wordllama-l2_supercat'"):
         SqlitebinVectorStore(KeywordEmbeddings(), database=path)
+
+
+def test_a_failed_first_write_leaves_no_collection():
+    database = sqlitebin.connect()
+    store = SqlitebinVectorStore(KeywordEmbeddings(), database=database)
+    with pytest.raises(TypeError, match="metadata 0 is not JSON-serializable"):
+        store.add_texts(["sqlite"], [{"a": object()}])
+    assert database.collections() == [] and store.collection is None
+    assert store.add_texts(["sqlite"], ids=["a"]) == ["a"] and len(store.collection) == 1
