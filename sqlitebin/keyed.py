@@ -17,7 +17,7 @@ import uuid
 
 import numpy as np
 
-from .collection import transaction
+from .collection import _check_unicode, transaction
 from .metadata_filter import where_from_filter
 from .schema import quote_identifier
 
@@ -111,6 +111,8 @@ class KeyedCollection:
         for position, key in enumerate(keys):
             if key is not None and not isinstance(key, str):
                 raise TypeError(f"{self.function}: ids must be strings, id {position} is {key!r}")
+            if key is not None:
+                _check_unicode(self.function, f"id {position}", key)
         given = [key for key in keys if key is not None]
         if len(set(given)) != len(given):
             duplicate = next(key for key in given if given.count(key) > 1)

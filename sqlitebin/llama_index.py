@@ -21,7 +21,6 @@ try:
         BasePydanticVectorStore,
         FilterCondition,
         FilterOperator,
-        MetadataFilter,
         MetadataFilters,
         VectorStoreQuery,
         VectorStoreQueryMode,

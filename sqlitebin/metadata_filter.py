@@ -10,7 +10,8 @@ The filter language is the one most LangChain stores accept (a subset of MongoDB
 - ``{"kind": "db"}``: equality; several keys in one dict must all hold.
 - ``{"year": {"$gte": 2020}}``: an operator: ``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``,
   ``$in`` and ``$nin`` (a list of values), ``$exists`` (true or false), ``$contains`` (the metadata value
-  is a JSON array holding the value), ``$like`` (SQL LIKE on a text value).
+  is a JSON array holding the value), ``$like`` (SQL LIKE on a text value: ``%`` and ``_`` wildcards, ASCII
+  letters case-insensitive).
 - ``{"$and": [filter, ...]}``, ``{"$or": [filter, ...]}``, ``{"$not": filter}``.
 
 Values are strings, integers, finite floats, booleans or None (a JSON null). Booleans match JSON true and

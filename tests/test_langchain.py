@@ -225,6 +225,8 @@ def test_bad_input_writes_nothing():
         store.add_texts(["x"], ids=[5])
     with pytest.raises(TypeError, match="metadata 0 is not JSON-serializable"):
         store.add_texts(["x", "y"], [{"a": object()}, {}], ids=["c", "a"])
+    with pytest.raises(ValueError, match="SqlitebinVectorStore: id 0 is not valid Unicode"):
+        store.add_texts(["x"], ids=["\udcff"])
     assert len(store.collection) == 1 and store.get_by_ids(["a"])[0].page_content == "sqlite"
     with pytest.raises(TypeError, match="embedding must be a LangChain Embeddings"):
         SqlitebinVectorStore(lambda texts: texts)

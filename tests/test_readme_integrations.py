@@ -8,7 +8,6 @@ import io
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
