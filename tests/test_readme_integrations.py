@@ -14,9 +14,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def section_block(heading):
-    """The python block of the README section `## heading`."""
+    """The python block of the README section titled `heading` (at any level, up to the next heading)."""
     text = README.read_text(encoding="utf-8")
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(rf"^#{{2,6}} {re.escape(heading)}\n(.*?)(?=^#{{2,6}} |\Z)", text, flags=re.S | re.M)
+    assert match, heading
+    section = match.group(1)
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1, heading
     return blocks[0]
