@@ -616,10 +616,14 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_
                     collection = database.collection(name)
                 except (ValueError, OSError) as error:  # e.g. a named embedder whose model directory is gone
                     raise click.ClickException(str(error)) from None
-                if embed is not None and embedder_name(embed) != collection.embedder_name:
+                stored_embedder = collection.embedder_name or ""
+                if embedder is not None and not (
+                        stored_embedder.startswith("wordllama") if embed is None
+                        else embedder_name(embed) == stored_embedder and embed.dim == collection.dim):
                     raise click.ClickException(
-                        f"collection {name!r} in {db_path} was built with embedder {collection.embedder_name!r}, "
-                        f"not {embedder_name(embed)!r}; leave out --embedder or choose another --collection"
+                        f"collection {name!r} in {db_path} ({collection.dim} dimensions) was built with embedder "
+                        f"{collection.embedder_name!r}, not {embedder!r}; leave out --embedder or choose another "
+                        "--collection"
                     )
                 if dim is not None and int(dim) != collection.dim:
                     raise click.ClickException(

@@ -215,6 +215,10 @@ def test_command_line_embedder(model, tmp_path, no_network):
     build_model(other, seed=1)
     result = run("index", db, notes, "--collection", "m2v", "--embedder", f"model2vec:{other}", ok=False)
     assert result.exit_code == 1 and "was built with embedder" in result.output
+    result = run("index", db, notes, "--collection", "m2v", "--embedder", "wordllama", ok=False)
+    assert result.exit_code == 1 and "not 'wordllama'; leave out --embedder" in result.output
+    result = run("index", db, notes, "--collection", "m2v", "--embedder", f"model2vec:{directory}/", ok=True)
+    assert "7 unchanged" in result.output  # the same model, named with a trailing slash
     result = run("index", db, notes, "--collection", "x", "--embedder", f"model2vec:{tmp_path / 'missing'}", ok=False)
     assert result.exit_code == 1 and result.output.startswith("Error: Model2VecEmbedder(): no directory")
     assert "Traceback" not in result.output
