@@ -270,3 +270,22 @@ def test_a_failed_first_write_leaves_no_collection():
         store.add_texts(["sqlite"], [{"a": object()}])
     assert database.collections() == [] and store.collection is None
     assert store.add_texts(["sqlite"], ids=["a"]) == ["a"] and len(store.collection) == 1
+
+
+def test_langchain_indexing_api_keeps_the_store_in_step():
+    """LangChain's own indexing API (record manager, incremental and full cleanup) drives the store's ids."""
+    from langchain_core.indexing import InMemoryRecordManager, index
+
+    store = SqlitebinVectorStore(KeywordEmbeddings())
+    manager = InMemoryRecordManager(namespace="test")
+    manager.create_schema()
+    docs = [Document(page_content="sqlite engine", metadata={"source": "a"}),
+            Document(page_content="python array", metadata={"source": "b"})]
+    assert index(docs, manager, store, cleanup="full", source_id_key="source", key_encoder="sha256") == {
+        "num_added": 2, "num_updated": 0, "num_skipped": 0, "num_deleted": 0}
+    assert index(docs, manager, store, cleanup="full", source_id_key="source", key_encoder="sha256")["num_skipped"] == 2
+    changed = [Document(page_content="sqlite small engine", metadata={"source": "a"})]
+    assert index(changed, manager, store, cleanup="full", source_id_key="source", key_encoder="sha256") == {
+        "num_added": 1, "num_updated": 0, "num_skipped": 0, "num_deleted": 2}
+    assert [d.page_content for d in store.similarity_search("sqlite", k=5)] == ["sqlite small engine"]
+    assert len(store.collection) == 1
