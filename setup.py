@@ -91,11 +91,17 @@ setup(
     cmdclass={"build_ext": BuildSQLiteExtension},
     install_requires=["apsw>=3.40", "numpy>=1.24", "wordllama>=0.4", "click>=8.0", "tqdm>=4.0"],
     extras_require={
+        # The integrations' tests run in the default suite (they skip only when a package is absent).
         "test": ["pytest>=7", "hypothesis>=6", "datasette>=0.64,<1.0", "sqlite-utils>=3.35", "selenium>=4", "sqlean.py",
-                 "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'"],
+                 "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
+                 "pytest-asyncio>=0.23", "langchain-core>=0.3", "langchain-tests>=0.3", "llama-index-core>=0.12",
+                 "model2vec>=0.4"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
         "datasette": ["datasette>=0.64,<1.0"],
         "sqlite-utils": ["sqlite-utils>=3.35"],
+        "langchain": ["langchain-core>=0.3"],
+        "llama-index": ["llama-index-core>=0.12"],
+        "model2vec": ["model2vec>=0.4"],
     },
     entry_points={
         "console_scripts": ["sqlitebin=sqlitebin.cli:main"],

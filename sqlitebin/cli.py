@@ -44,7 +44,7 @@ from .collection import (
     Collection,
 )
 from .database import connect
-from .embedding import WORDLLAMA_DIMS
+from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
 from .extension import loadable_path
 from .version import __version__
 
@@ -544,6 +544,19 @@ def main(debug):
     """
 
 
+def _index_embedder(spec, dim):
+    """The named embedder `--embedder` gives, checked against `--dim`."""
+    try:
+        embed = resolve_embedder(spec)
+    except (ValueError, TypeError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    if not isinstance(getattr(embed, "dim", None), int):
+        raise click.ClickException(f"embedder {spec!r} does not say its dimension (a dim attribute)")
+    if dim is not None and int(dim) != embed.dim:
+        raise click.ClickException(f"embedder {spec!r} gives {embed.dim} dimensions, not {dim}; leave out --dim")
+    return embed
+
+
 @main.command()
 @click.argument("db_path", metavar="DB", type=click.Path(dir_okay=False))
 @click.argument("inputs", metavar="FILE_OR_DIR...", nargs=-1, required=True)
@@ -552,6 +565,10 @@ def main(debug):
               help=f"Embedding dimensions of a new collection.  [default: {DEFAULT_DIM}]")
 @click.option("--rescore", type=click.Choice(STORED_KINDS), default=None,
               help="Rescoring vectors a new collection stores.  [default: int8]")
+@click.option("--embedder", metavar="NAME", default=None,
+              help="Embedder of a new collection: wordllama, model2vec:PATH (a Model2Vec model in a local "
+                   "directory) or a prefix from sqlitebin.register_embedder(); the collection records it, and "
+                   "an existing collection keeps its own.  [default: wordllama]")
 @click.option("--format", "format_name", type=click.Choice(("auto",) + FORMATS), default="auto", show_default=True,
               help="Input format; auto goes by file extension (.jsonl/.json, .csv, anything else is text).")
 @click.option("--split", type=click.Choice(SPLITS), default="paragraph", show_default=True,
@@ -564,8 +581,8 @@ def main(debug):
 @batch_size_option
 @progress_option
 @click.pass_context
-def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, split, text_field, id_field, encoding,
-          batch_size, progress):
+def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_name, split, text_field, id_field,
+          encoding, batch_size, progress):
     """Embed the documents in FILE_OR_DIR... and store them in DB.
 
     Reads plain text and Markdown (one document per paragraph, or per line with --split line), JSON lines
@@ -579,6 +596,7 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
         sqlitebin index docs.db notes/ --collection notes
         sqlitebin index docs.db corpus.jsonl.gz --id-field id --text-field text
         sqlitebin index docs.db poems.txt --split line
+        sqlitebin index docs.db notes/ --collection m2v --embedder model2vec:models/potion-base-8M
     """
     name = collection_name or DEFAULT_COLLECTION
     options = ReadOptions(
@@ -592,8 +610,21 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
         if not documents:
             raise click.ClickException(f"no documents with text in {', '.join(inputs)}")
         with open_database(db_path, create=True) as database:
+            embed = _index_embedder(embedder, dim) if embedder not in (None, "wordllama") else None
             if name in database.collections():
-                collection = database.collection(name)
+                try:
+                    collection = database.collection(name)
+                except (ValueError, OSError) as error:  # e.g. a named embedder whose model directory is gone
+                    raise click.ClickException(str(error)) from None
+                stored_embedder = collection.embedder_name or ""
+                if embedder is not None and not (
+                        stored_embedder.startswith("wordllama") if embed is None
+                        else embedder_name(embed) == stored_embedder and embed.dim == collection.dim):
+                    raise click.ClickException(
+                        f"collection {name!r} in {db_path} ({collection.dim} dimensions) was built with embedder "
+                        f"{collection.embedder_name!r}, not {embedder!r}; leave out --embedder or choose another "
+                        "--collection"
+                    )
                 if dim is not None and int(dim) != collection.dim:
                     raise click.ClickException(
                         f"collection {name!r} in {db_path} has {collection.dim} dimensions, not {dim}; "
@@ -604,6 +635,8 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
                         f"collection {name!r} in {db_path} stores {collection.rescore} vectors, not {rescore}; "
                         "leave out --rescore or choose another --collection"
                     )
+            elif embed is not None:
+                collection = database.create_collection(name, embed.dim, embedder=embed, rescore=rescore or "int8")
             else:
                 collection = database.create_collection(name, int(dim or DEFAULT_DIM), rescore=rescore or "int8")
             stored = {hit.id: hit for hit in collection.get([d.id for d in documents])}

@@ -11,7 +11,7 @@ import apsw
 
 from . import quantize
 from .collection import STORED_KINDS, Collection, _check_choice, _check_int, transaction
-from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
+from .embedding import WORDLLAMA_DIMS, embedder_name, named_embedder_prefix, resolve_embedder
 from .extension import load
 from .schema import (
     BIT_LAYOUT,
@@ -87,7 +87,8 @@ class Database:
         """Create a collection and return it.
 
         - `dim`: vector dimension (default 256; with WordLlama, 64, 128 or 256 by Matryoshka truncation).
-        - `embedder`: "wordllama" (default), "wordllama-128" etc., any callable taking a list of
+        - `embedder`: "wordllama" (default), "wordllama-128" etc., a named embedder such as
+          "model2vec:/path/to/model" (see `sqlitebin.register_embedder()`), any callable taking a list of
           strings and returning an (n, dim) float array, or None for a vectors-only collection.
         - `rescore`: rescoring vectors to store: "int8" (default, dim bytes), "float32" (4 x dim) or "none".
         - `thresholds`: per-dimension binarization thresholds (default: 0, the sign).
@@ -146,9 +147,11 @@ class Database:
     def collection(self, name, *, embedder=None):
         """Reopen a collection with its stored settings.
 
-        A WordLlama collection gets its embedder back by itself; for another
-        embedder pass the same callable as `embedder=` (its name must match the
-        stored one), or leave it out to use the collection with vectors only.
+        A WordLlama collection, or one with a named embedder ("model2vec:PATH",
+        or a prefix from `sqlitebin.register_embedder()`), gets its embedder back
+        by itself; for another embedder pass the same callable as `embedder=` (its
+        name must match the stored one), or leave it out to use the collection
+        with vectors only.
         """
         function = "Database.collection()"
         validate_name(function, name)
@@ -164,6 +167,13 @@ class Database:
         stored = settings["embedder"]
         if embedder is None and stored is not None and stored.startswith("wordllama"):
             embed = embedder_for("wordllama", settings["dim"])
+        elif embedder is None and named_embedder_prefix(stored) is not None:
+            # A named embedder ("model2vec:/path", or a prefix from register_embedder()) is made again from its name.
+            embed = resolve_embedder(stored)
+            if getattr(embed, "dim", settings["dim"]) != settings["dim"]:
+                raise ValueError(
+                    f"{function}: embedder {stored!r} now gives {embed.dim} dimensions, "
+                    f"but collection {name!r} has {settings['dim']}")
         elif embedder is not None:
             embed = embedder_for(embedder, settings["dim"])
             if stored is not None and embedder_name(embed) != stored:

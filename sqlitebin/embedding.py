@@ -6,11 +6,16 @@ tokens' vectors, L2-normalised. It is loaded only from the tokenizer and weights
 for the life of the process. Any other callable ``list[str] -> array`` can stand in for it: ``embed_texts()`` feeds
 such a callable in length-sorted batches and checks what it returns, ``resolve_embedder()`` turns a name such as
 ``"wordllama-128"`` into an embedder, and ``embedder_name()`` gives the name to record beside the vectors it made.
+
+Named embedders are ``"prefix:argument"`` strings: ``"model2vec:/path/to/model"`` is a Model2Vec static model read
+from local files, and ``register_embedder(prefix, factory)`` adds other prefixes. A collection records the name, so
+reopening it makes the same embedder again.
 """
 
 import functools
 import importlib.metadata
 import importlib.util
+import re
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -189,16 +194,20 @@ def resolve_embedder(spec) -> Callable[[list], np.ndarray]:
     """Return the embedder ``spec`` names, or ``spec`` itself when it is already a callable.
 
     Names: ``"wordllama"`` (256 columns) and ``"wordllama-64"``, ``"wordllama-128"``, ``"wordllama-256"``; the
-    recorded name ``"wordllama-l2_supercat"`` (optionally with ``-64``/``-128``/``-256``) is accepted too.
+    recorded name ``"wordllama-l2_supercat"`` (optionally with ``-64``/``-128``/``-256``) is accepted too; and
+    ``"prefix:argument"`` for a registered prefix (``"model2vec:PATH"`` built in, see ``register_embedder()``).
     Anything else raises ValueError listing the accepted names.
     """
     if isinstance(spec, str):
         dims_by_name = _wordllama_names()
         if spec in dims_by_name:
             return WordLlamaEmbedder(dims_by_name[spec])
+        prefix = named_embedder_prefix(spec)
+        if prefix is not None:
+            return _make_named_embedder(prefix, spec)
         raise ValueError(
-            f"resolve_embedder(): unknown embedder {spec!r}; "
-            f"use one of {', '.join(sorted(dims_by_name))} or pass a callable"
+            f"resolve_embedder(): unknown embedder {spec!r}; use one of {', '.join(sorted(dims_by_name))}, "
+            f"a name starting with {', '.join(p + ':' for p in sorted(_FACTORIES))} or a callable"
         )
     if callable(spec):
         return spec
@@ -215,3 +224,123 @@ def embedder_name(embed) -> str:
         return name
     named = embed if hasattr(embed, "__qualname__") else type(embed)
     return f"{named.__module__}.{named.__qualname__}"
+
+
+# ----------------------------------------------------------------------
+# Named embedders: "prefix:argument"
+
+_FACTORIES = {}
+PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_.-]*")
+
+
+def register_embedder(prefix: str, factory: Callable[[str], Callable], *, replace: bool = False) -> None:
+    """Make ``embedder="prefix:argument"`` mean ``factory(argument)``, in this process.
+
+    ``factory`` takes the text after the colon and returns an embedder: a callable ``list[str] -> (n, dim)``
+    float array, best with ``dim`` and ``version`` attributes (recorded with the collection). The collection
+    records the embedder's ``name`` when it starts with ``"prefix:"`` (so a factory can record a canonical
+    form, such as an absolute path), else the name as given; ``Database.collection()`` calls the factory
+    again with it, so register the prefix before reopening. ``prefix`` is lower-case letters, digits and
+    ``_.-``, starting with a letter; registering a taken prefix raises ValueError unless ``replace=True``.
+    """
+    if not isinstance(prefix, str) or not PREFIX_PATTERN.fullmatch(prefix) or prefix.startswith("wordllama"):
+        raise ValueError(
+            f"register_embedder(): prefix must be lower-case letters, digits and _.- starting with a letter "
+            f"(and not wordllama), got {prefix!r}")
+    if not callable(factory):
+        raise TypeError(f"register_embedder(): factory must be callable, got {type(factory).__name__}")
+    if prefix in _FACTORIES and not replace:
+        raise ValueError(f"register_embedder(): prefix {prefix!r} is already registered; pass replace=True")
+    _FACTORIES[prefix] = factory
+
+
+def named_embedder_prefix(name) -> Optional[str]:
+    """The registered prefix of a ``"prefix:argument"`` name, or None."""
+    if not isinstance(name, str) or ":" not in name:
+        return None
+    prefix = name.split(":", 1)[0]
+    return prefix if prefix in _FACTORIES else None
+
+
+class _NamedEmbedder:
+    """A factory's embedder that cannot carry a ``name`` attribute itself (a bound method, say)."""
+
+    def __init__(self, name, embed):
+        self.name = name
+        self.embed = embed
+        for attribute in ("dim", "version"):
+            if hasattr(embed, attribute):
+                setattr(self, attribute, getattr(embed, attribute))
+
+    def __call__(self, texts):
+        return self.embed(texts)
+
+
+def _make_named_embedder(prefix, spec):
+    argument = spec.split(":", 1)[1]
+    if not argument:
+        raise ValueError(f"resolve_embedder(): embedder {spec!r} names no model after {prefix + ':'!r}")
+    embed = _FACTORIES[prefix](argument)
+    if not callable(embed):
+        raise TypeError(f"resolve_embedder(): the factory for {prefix!r} returned {type(embed).__name__}, not a callable")
+    name = getattr(embed, "name", None)
+    if isinstance(name, str) and name.startswith(prefix + ":"):
+        return embed
+    try:
+        embed.name = spec
+    except (AttributeError, TypeError):
+        embed = _NamedEmbedder(spec, embed)
+    return embed
+
+
+MODEL2VEC_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class Model2VecEmbedder:
+    """A Model2Vec static model (``model2vec`` package) read from a local directory, never from the network.
+
+    ``path`` is a directory written by ``StaticModel.save_pretrained()`` (config.json, model.safetensors,
+    tokenizer.json). Calling it with a list of strings returns float32 rows of unit L2 norm (a text with no
+    known token gets zeros). The recorded name is ``"model2vec:<absolute path>"``; the version is the
+    model2vec package's. Raises FileNotFoundError for a missing directory or file, ModuleNotFoundError when
+    model2vec is not installed.
+    """
+
+    def __init__(self, path):
+        directory = Path(path).expanduser().resolve()
+        missing = [name for name in MODEL2VEC_FILES if not (directory / name).is_file()]
+        if missing:
+            what = "no directory" if not directory.is_dir() else f"no {', '.join(missing)} in the directory"
+            raise FileNotFoundError(
+                f"Model2VecEmbedder(): {what} {str(directory)!r}; a Model2Vec model is loaded from a local "
+                "directory written by StaticModel.save_pretrained(), never downloaded")
+        if importlib.util.find_spec("model2vec") is None:
+            raise ModuleNotFoundError(
+                "Model2VecEmbedder(): the model2vec package is not installed (pip install 'sqlitebin[model2vec]')")
+        from model2vec import StaticModel
+
+        # A directory that exists is always read locally; the hub is only tried for names that are not paths.
+        self._model = StaticModel.from_pretrained(str(directory))
+        self.name = f"model2vec:{directory}"
+        self.version = importlib.metadata.version("model2vec")
+        self.dim = int(self._model.dim)
+        self.path = directory
+
+    def __repr__(self) -> str:
+        return f"Model2VecEmbedder({str(self.path)!r})"
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("Model2VecEmbedder(): texts must be a list of strings, got a single str")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(texts, normalize=False, use_multiprocessing=False,
+                                                show_progress_bar=False), dtype=np.float32).reshape(len(texts), self.dim)
+        # Normalised here rather than by model2vec, which adds 1e-32 to every norm: token-less rows stay exactly zero.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return vectors
+
+
+register_embedder("model2vec", Model2VecEmbedder)
