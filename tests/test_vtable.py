@@ -175,6 +175,10 @@ def test_writes_updates_deletes_and_rowid_changes(conn, rng):
             conn.execute("INSERT INTO idx(vector) VALUES (?)", (blob(vectors[i]),))
             oracle.insert(i + 1, vectors[i])
     assert conn.execute("SELECT max(rowid), count(*) FROM idx").fetchone() == (130, 130)
+    # Without a rowid: one more than the largest live rowid, as in a plain rowid table.
+    conn.execute("DELETE FROM idx WHERE rowid = 130")
+    conn.execute("INSERT INTO idx(vector) VALUES (?)", (blob(vectors[129]),))
+    assert conn.execute("SELECT max(rowid), count(*) FROM idx").fetchone() == (130, 130)
     conn.execute("UPDATE idx SET vector = ? WHERE rowid = 64", (blob(vectors[150]),))
     oracle.rows[64] = vectors[150]
     conn.execute("UPDATE idx SET rowid = 1000 WHERE rowid = 65")
