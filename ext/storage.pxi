@@ -56,6 +56,13 @@ ctypedef struct CodeCache:
     bint loaded
     int64_t capacity_chunks
 
+ctypedef struct SharedCodes:
+    CodeCache codes
+    char *key               # database file (or connection, for memory databases) and table
+    int references          # tables holding it; it is changed in place only by a sole holder
+    bint linked             # findable in the process-wide list (by key and generation)
+    SharedCodes *next
+
 ctypedef struct VectorTable:
     sqlite3_vtab base
     sqlite3 *db
@@ -82,7 +89,7 @@ ctypedef struct VectorTable:
     int64_t pending_capacity
     int64_t sequence
     bint location_dirty       # next_location changed since it was written
-    CodeCache cache
+    SharedCodes *shared       # the codes this table searches (cache.pxi); NULL until a search
     uint8_t *scratch          # code_bytes + vector_bytes + 4 * dim + 16 bytes for one row's encodings
     sqlite3_stmt *statements[STATEMENT_COUNT]
 

@@ -41,7 +41,7 @@ ctypedef struct VectorCursor:
 
 cdef void table_free(VectorTable *t) noexcept nogil:
     table_finalize_statements(t)
-    cache_drop(&t.cache)
+    cache_release(t)
     sqlite3_free(t.schema)
     sqlite3_free(t.name)
     sqlite3_free(t.thresholds)
@@ -103,7 +103,7 @@ cdef int vtab_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if rc == SQLITE_OK:
         rc = storage_create(t)
     if rc != SQLITE_OK:
-        error[0] = sqlite3_mprintf("%s", t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
+        error[0] = sqlite3_mprintf("%s", <const char*>t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
         sqlite3_free(t.base.zErrMsg)
         table_free(t)
         return rc
@@ -121,7 +121,7 @@ cdef int vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if rc == SQLITE_OK:
         rc = storage_read_options(t)
     if rc != SQLITE_OK:
-        error[0] = sqlite3_mprintf("%s", t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
+        error[0] = sqlite3_mprintf("%s", <const char*>t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
         sqlite3_free(t.base.zErrMsg)
         table_free(t)
         return rc
@@ -447,7 +447,7 @@ cdef int vtab_commit(sqlite3_vtab *vtab) noexcept nogil:
 cdef int vtab_rollback(sqlite3_vtab *vtab) noexcept nogil:
     cdef VectorTable *t = <VectorTable*>vtab
     storage_forget_state(t)
-    cache_drop(&t.cache)
+    cache_release(t)
     t.need_new_generation = True
     return SQLITE_OK
 
