@@ -186,7 +186,7 @@ cdef int vtab_shadow_name(const char *suffix) noexcept nogil:
 cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     """MATCH on vector: a search, its options and a rowid prefilter as arguments in the
     order of the HAS_ bits. Else rowid = ?: a point lookup. Else a full scan."""
-    cdef int i, column, match = -1, rowid = -1, argument = 1
+    cdef int i, column, match = -1, rowid = -1, limit = -1, argument = 1
     cdef int options[4]
     cdef int bits[4]
     bits[0] = HAS_K
@@ -207,9 +207,13 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
             options[column - COL_K] = i
         elif column == -1 and info.aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_EQ and info.aConstraint[i].usable:
             rowid = i
+        elif info.aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_LIMIT and info.aConstraint[i].usable:
+            limit = i
+    if options[0] < 0 and limit >= 0:
+        options[0] = limit  # MATCH ... LIMIT n without k: k = n
     if match < 0:
         for i in range(4):
-            if options[i] >= 0:
+            if options[i] >= 0 and options[i] != limit:
                 vtab.zErrMsg = sqlite3_mprintf(
                     "sqlitebin: k, oversample, rescore and candidates apply only to a search "
                     "(WHERE vector MATCH :query AND k = 10)")
@@ -222,7 +226,7 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
         if options[i] >= 0:
             argument += 1
             info.aConstraintUsage[options[i]].argvIndex = argument
-            info.aConstraintUsage[options[i]].omit = 1
+            info.aConstraintUsage[options[i]].omit = options[i] != limit
             info.idxNum |= bits[i]
     if rowid >= 0:
         argument += 1

@@ -548,3 +548,14 @@ def test_stored_int8_bytes_equal_numpy_quantization(conn, rng):
     assert (got == quantize.int8_quantize(vectors, ranges)).all()
     sql = conn.execute("SELECT int8_quantize(?, ?)", (blob(vectors[0]), ranges.tobytes())).fetchone()[0]
     assert np.frombuffer(sql, np.int8).tolist() == got[0].tolist()
+
+
+def test_limit_without_k_sets_k(conn, rng):
+    make(conn, 8, rescore="float32")
+    vectors = rng.standard_normal((40, 8)).astype(F32)
+    conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)", [(i, blob(v)) for i, v in enumerate(vectors)])
+    q = blob(vectors[0])
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ?", (q,)).fetchall()) == 10
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? LIMIT 25", (q,)).fetchall()) == 25
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? AND k = 3 LIMIT 25", (q,)).fetchall()) == 3
+    assert len(conn.execute("SELECT rowid FROM idx LIMIT 5").fetchall()) == 5
