@@ -35,6 +35,7 @@ ctypedef struct VectorCursor:
     int64_t *locations
     double *scores            # searches only
     int64_t *distances
+    int64_t *queries          # the query of each row, for batches
     VectorReader reader       # reads vectors and codes for the vector column
     uint8_t *buffer           # 4 * dim + vector_bytes + code_bytes bytes
 
@@ -237,8 +238,6 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
             info.idxNum |= HAS_ROWID_IN
         else:
             info.idxNum |= HAS_ROWID_EQ
-    if info.nOrderBy == 1 and info.aOrderBy[0].iColumn == COL_SCORE and info.aOrderBy[0].desc:
-        info.orderByConsumed = 1
     info.estimatedCost = 100.0
     info.estimatedRows = 10
     return SQLITE_OK
@@ -282,11 +281,13 @@ cdef void cursor_reset(VectorCursor *c) noexcept nogil:
     sqlite3_free(c.locations)
     sqlite3_free(c.scores)
     sqlite3_free(c.distances)
+    sqlite3_free(c.queries)
     vector_reader_close(&c.reader)
     c.rowids = NULL
     c.locations = NULL
     c.scores = NULL
     c.distances = NULL
+    c.queries = NULL
     c.count = 0
     c.position = 0
 
@@ -299,14 +300,9 @@ cdef int vtab_close(sqlite3_vtab_cursor *cursor) noexcept nogil:
     return SQLITE_OK
 
 
-cdef int cursor_allocate(VectorCursor *c, int64_t count, bint search) noexcept nogil:
+cdef int cursor_allocate(VectorCursor *c, int64_t count) noexcept nogil:
     c.rowids = <int64_t*>sqlite3_malloc64(8 * count + 8)
     c.locations = <int64_t*>sqlite3_malloc64(8 * count + 8)
-    if search:
-        c.scores = <double*>sqlite3_malloc64(8 * count + 8)
-        c.distances = <int64_t*>sqlite3_malloc64(8 * count + 8)
-        if c.scores == NULL or c.distances == NULL:
-            return SQLITE_NOMEM
     return SQLITE_NOMEM if c.rowids == NULL or c.locations == NULL else SQLITE_OK
 
 
@@ -324,7 +320,7 @@ cdef int filter_rows(VectorTable *t, VectorCursor *c, int plan, sqlite3_value *r
         if rc == SQLITE_DONE:
             return SQLITE_OK
         if rc == SQLITE_OK:
-            rc = cursor_allocate(c, 1, False)
+            rc = cursor_allocate(c, 1)
         if rc == SQLITE_OK:
             c.rowids[0] = sqlite3_value_int64(rowid)
             c.locations[0] = location
@@ -334,7 +330,7 @@ cdef int filter_rows(VectorTable *t, VectorCursor *c, int plan, sqlite3_value *r
     rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
     sqlite3_free(sql)
     if rc == SQLITE_OK:
-        rc = cursor_allocate(c, 1024, False)
+        rc = cursor_allocate(c, 1024)
         capacity = 1024
     while rc == SQLITE_OK:
         rc = sqlite3_step(stmt)
@@ -402,7 +398,7 @@ cdef int vtab_column(sqlite3_vtab_cursor *cursor, sqlite3_context *ctx, int colu
     elif column == COL_DISTANCE and c.plan == PLAN_SEARCH:
         sqlite3_result_int64(ctx, c.distances[c.position])
     elif column == COL_QUERY and c.plan == PLAN_SEARCH:
-        sqlite3_result_int64(ctx, 0)
+        sqlite3_result_int64(ctx, c.queries[c.position])
     else:
         sqlite3_result_null(ctx)
     return SQLITE_OK

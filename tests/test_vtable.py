@@ -559,3 +559,26 @@ def test_limit_without_k_sets_k(conn, rng):
     assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? LIMIT 25", (q,)).fetchall()) == 25
     assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? AND k = 3 LIMIT 25", (q,)).fetchall()) == 3
     assert len(conn.execute("SELECT rowid FROM idx LIMIT 5").fetchall()) == 5
+
+
+def test_a_batch_of_queries_in_one_match(conn, rng):
+    dim = 21
+    make(conn, dim, rescore="float32", chunk_size=64)
+    oracle = Oracle(dim, "float32")
+    vectors = rng.standard_normal((150, dim)).astype(F32)
+    conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)", [(i, blob(v)) for i, v in enumerate(vectors)])
+    for i, v in enumerate(vectors):
+        oracle.insert(i, v)
+    queries = rng.standard_normal((4, dim)).astype(F32)
+    rows = conn.execute("SELECT query, rowid, score, distance FROM idx WHERE vector MATCH ? AND k = 6 AND oversample = 50",
+                        (queries.tobytes(),)).fetchall()
+    assert [r[0] for r in rows] == [q for q in range(4) for _ in range(6)]
+    for q in range(4):
+        expected, scores = oracle.search(queries[q], k=6, oversample=50)
+        assert_same_results([r[1:] for r in rows if r[0] == q], expected, scores)
+    single = conn.execute("SELECT query, rowid FROM idx WHERE vector MATCH ? AND k = 2", (blob(queries[1]),)).fetchall()
+    assert [r[0] for r in single] == [0, 0]
+    bad = queries.copy()
+    bad[2, 5] = np.inf
+    with pytest.raises(apsw.SQLError, match="sqlitebin: idx: query 2 of the MATCH batch holds a non-finite value at index 5"):
+        conn.execute("SELECT rowid FROM idx WHERE vector MATCH ?", (bad.tobytes(),)).fetchall()
