@@ -280,7 +280,7 @@ def test_search_options_mirror_collection_search():
     names = {parameter.name for parameter in main.commands["search"].params}
     taken = set(inspect.signature(Collection.search).parameters) - {"self"}
     assert taken <= names | {"params"} and "params" in names  # -p NAME VALUE fills params
-    output = run("search", "--help").output
+    output = " ".join(run("search", "--help").output.split())
     assert "--vector-weight" in output and "--mode" in output and "cosine similarity (--mode vector)" in output
 
 
