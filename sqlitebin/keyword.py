@@ -13,18 +13,25 @@ fewer documents, in plain SQL that runs in the `sqlite3` shell:
   (FTS5 clamps it to 1e-6): they cannot change a ranking and are left out of the query (unless the query has
   nothing else). The row with the empty term holds the document count the table was computed from.
 - Terms absent from that table are *essential*: only documents containing an essential term are scored (the least
-  frequent term is essential when none is rare). Those documents are scored twice at most, each time by FTS5's own
-  `bm25()`: `(essential) AND (frequent)` scores the documents holding both kinds of terms with every kept term, and
-  `essential` alone scores the others, whose frequent-term contribution is zero. So every returned score is the exact
-  BM25 of the document over the kept terms.
+  frequent term is essential when none is rare). Frequent terms are added to the score, least frequent first, while
+  their document counts add up to at most `FREQUENT_BUDGET` times the collection's size. Each document is scored
+  by FTS5's own `bm25()`: `(essential) AND (frequent)` scores the documents holding both kinds of terms with every
+  kept term, and `essential` alone scores the others, whose frequent-term contribution is zero. So every returned
+  score is the exact BM25 of the document over the kept terms. When fewer than k documents hold an essential term,
+  the best of the others (scored by every other term) fill the list, so k documents come back whenever k match.
+- Work per query: the essential terms' posting lists (each in at most 2% of the documents), one pass over the
+  kept frequent terms' lists (together no more postings than documents), and BM25 for the documents found; the
+  fill-in, when it runs, is plain BM25 over the other terms. `Connection.interrupt()` stops it between documents.
 
-What is approximated: a document holding none of the essential terms (only frequent or common ones) is never
-returned, even if plain BM25 would rank it in the top k; common terms add nothing (FTS5 gives them an IDF of 1e-6);
-and the term table is refreshed by `Collection` writes when the document count has changed by more than
-`REFRESH_CHANGE` (20%) since it was computed (or on `Collection.update_keyword_terms()`), so between refreshes a term
-may be essential or not on slightly stale counts. Collections under `PRUNING_MIN_DOCUMENTS` (5,000) documents keep no
-term table and get plain BM25 over the distinct query terms. On the Debian dev queries this keeps nDCG@10 at plain
-BM25's level while scoring a few thousand documents instead of tens of thousands (benchmarks/bench_keyword.py).
+What is approximated: a document holding none of the essential terms (only frequent or common ones) is not
+returned when k documents hold an essential term, even if plain BM25 would rank it in the top k; common terms and
+the frequent terms beyond the budget add nothing (the former have an FTS5 IDF of 1e-6 anyway, the latter the
+smallest IDFs of the query); and the term table is refreshed by `Collection` writes when the document count has
+changed by more than `REFRESH_CHANGE` (20%) since it was computed (or by `Collection.update_keyword_terms()`), so
+between refreshes terms are classed on slightly stale counts (scores stay exact FTS5 BM25). Collections under
+`PRUNING_MIN_DOCUMENTS` (5,000) documents keep no term table and get plain BM25 over the distinct query terms.
+On the Debian dev queries this keeps nDCG@10 at plain BM25's level (0.692 against 0.693) while scoring a few
+thousand documents instead of tens of thousands (benchmarks/bench_keyword.py).
 """
 
 import json
@@ -39,7 +46,10 @@ MAX_QUERY_CHARACTERS = 4096  # characters of a text query read for terms and emb
 ESSENTIAL_SHARE = 0.02  # terms in more than this share of the documents are 'frequent'
 PRUNING_MIN_DOCUMENTS = 5_000  # below this, plain BM25 over the distinct query terms
 REFRESH_CHANGE = 0.2  # refresh the term table when the document count moved by more than this share
-FREQUENT_BUDGET = 10.0  # refresh the term table when the document count moved by more than this share
+# Frequent terms are kept, least frequent first, while their document counts add up to at most this many times
+# the collection's size: FTS5 reads each kept term's whole posting list once per query (for its IDF), so this
+# bounds that work; the terms left out are the most common, with the smallest IDF.
+FREQUENT_BUDGET = 1.0
 
 DEFAULT_TOKENIZER = ("porter", ["unicode61"])
 _TOKENIZE_OPTION = re.compile(r"""tokenize\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")""", re.IGNORECASE)
