@@ -19,6 +19,7 @@ fewer documents, in plain SQL that runs in the `sqlite3` shell:
   kept term, and `essential` alone scores the others, whose frequent-term contribution is zero. So every returned
   score is the exact BM25 of the document over the kept terms. When fewer than k documents hold an essential term,
   the best of the others (scored by every other term) fill the list, so k documents come back whenever k match.
+- A query made only of common terms scores the first `COMMON_ONLY_DOCUMENTS` (1,000) documents that match.
 - Work per query: the essential terms' posting lists (each in at most 2% of the documents), one pass over the
   kept frequent terms' lists (together no more postings than documents), and BM25 for the documents found; the
   fill-in, when it runs, is plain BM25 over the other terms. `Connection.interrupt()` stops it between documents.
@@ -50,6 +51,9 @@ REFRESH_CHANGE = 0.2  # refresh the term table when the document count moved by 
 # the collection's size: FTS5 reads each kept term's whole posting list once per query (for its IDF), so this
 # bounds that work; the terms left out are the most common, with the smallest IDF.
 FREQUENT_BUDGET = 1.0
+# A query whose every term is in half the documents or more ("the the the") has nothing BM25 can rank by
+# (FTS5's IDF is 1e-6 for each): only the first this many matching documents are scored.
+COMMON_ONLY_DOCUMENTS = 1000
 
 DEFAULT_TOKENIZER = ("porter", ["unicode61"])
 _TOKENIZE_OPTION = re.compile(r"""tokenize\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")""", re.IGNORECASE)
@@ -131,7 +135,8 @@ def keyword_ctes(fts, documents, terms, where, limit):
         f"    group_concat(phrase, ' OR ') FILTER (WHERE documents IS NOT NULL AND rarity > 1 AND kind = 'frequent'\n"
         f"      AND running <= {FREQUENT_BUDGET} * (SELECT documents FROM {terms} WHERE term = '')) AS frequent,\n"
         f"    coalesce(group_concat(phrase, ' OR ') FILTER (WHERE documents IS NOT NULL AND rarity > 1), '\"\"')"
-        f" AS others\n"
+        f" AS others,\n"
+        f"    coalesce(max(rarity = 1 AND kind = 'common'), 0) AS common_only\n"
         f"  FROM keyword_terms),\n"
         # Documents with an essential and a frequent term, scored over all kept terms ...
         f"keyword_both AS MATERIALIZED (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
@@ -139,10 +144,11 @@ def keyword_ctes(fts, documents, terms, where, limit):
         f"    ELSE '(' || m.essential || ') AND (' || m.frequent || ')' END{filter_sql}\n"
         f"  ORDER BY bm25, {fts}.rowid LIMIT {limit}),\n"
         # ... and those with essential terms only (frequent ones would add nothing), minus the first list.
-        f"keyword_rest AS MATERIALIZED (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
+        f"keyword_rest AS MATERIALIZED (SELECT id, bm25 FROM (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
         f"  FROM keyword_match AS m, {fts} WHERE {fts} MATCH m.essential\n"
         f"    AND {fts}.rowid NOT IN (SELECT id FROM keyword_both){filter_sql}\n"
-        f"  ORDER BY bm25, {fts}.rowid LIMIT {limit}),\n"
+        f"  LIMIT (SELECT CASE WHEN common_only THEN {COMMON_ONLY_DOCUMENTS} ELSE -1 END FROM keyword_match))\n"
+        f"  ORDER BY bm25, id LIMIT {limit}),\n"
         # Only when fewer than `limit` documents hold an essential term: the best of the others, by all other terms.
         f"keyword_more AS MATERIALIZED (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
         f"  FROM keyword_match AS m, {fts} WHERE {fts} MATCH m.others\n"

@@ -273,3 +273,18 @@ def test_search_sql_runs_in_the_sqlite3_shell(sample):
         assert result.returncode == 0, result.stderr
         rows = [line.split("|") for line in result.stdout.splitlines() if line and line.split("|")[0].isdigit()]
         assert [(int(r[0]), pytest.approx(float(r[1]), rel=1e-6)) for r in rows] == expected
+
+
+def test_a_query_of_common_words_scores_a_bounded_number_of_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(keyword, "PRUNING_MIN_DOCUMENTS", 100)
+    monkeypatch.setattr(keyword, "COMMON_ONLY_DOCUMENTS", 50)
+    with sqlitebin.connect(tmp_path / "c.db") as db:
+        col = db.create_collection("c", dim=8, embedder=word_vectors)
+        col.add([("the " * (1 + i % 5)) + f"item{i}" for i in range(300)] + ["the xylophone"])
+        hits = col.search("the the THE", 10, mode="keyword")
+        expected = db.conn.execute(
+            "SELECT id, -bm25 FROM (SELECT rowid AS id, bm25(c_fts) AS bm25 FROM c_fts WHERE c_fts MATCH 'the' "
+            "LIMIT 50) ORDER BY bm25, id LIMIT 10").fetchall()
+        assert [(h.id, pytest.approx(h.score)) for h in hits] == [(i, pytest.approx(s)) for i, s in expected]
+        # With a rarer word, that word chooses: the common one only adds to its score.
+        assert [h.id for h in col.search("the xylophone", 10, mode="keyword")][0] == 301
