@@ -19,6 +19,7 @@ fewer documents, in plain SQL that runs in the `sqlite3` shell:
   kept term, and `essential` alone scores the others, whose frequent-term contribution is zero. So every returned
   score is the exact BM25 of the document over the kept terms. When fewer than k documents hold an essential term,
   the best of the others (scored by every other term) fill the list, so k documents come back whenever k match.
+  (Hybrid search takes a deeper keyword list, 50, but fills it only up to k: the vectors bring the rest.)
 - A query made only of common terms scores the first `COMMON_ONLY_DOCUMENTS` (1,000) documents that match.
 - Work per query: the essential terms' posting lists (each in at most 2% of the documents), one pass over the
   kept frequent terms' lists (together no more postings than documents), and BM25 for the documents found; the
@@ -119,7 +120,7 @@ def terms_json(terms):
 def keyword_ctes(fts, documents, terms, where, limit):
     """The CTEs of a keyword top-`limit`; the last, `keyword(id, score)`, has score = -bm25 (higher is better).
 
-    Takes the query terms from the JSON parameter :sqlitebin_terms ([[token, phrase], ...]).
+    Takes the query terms from the JSON parameter :sqlitebin_terms ([[token, phrase], ...]) and k from :sqlitebin_k.
     """
     filter_sql = f" AND {fts}.rowid IN (SELECT id FROM {documents} WHERE ({where}))" if where else ""
     # The FTS5 queries take their MATCH text from a joined one-row CTE: as a scalar subquery it costs
@@ -149,13 +150,14 @@ def keyword_ctes(fts, documents, terms, where, limit):
         f"    AND {fts}.rowid NOT IN (SELECT id FROM keyword_both){filter_sql}\n"
         f"  LIMIT (SELECT CASE WHEN common_only THEN {COMMON_ONLY_DOCUMENTS} ELSE -1 END FROM keyword_match))\n"
         f"  ORDER BY bm25, id LIMIT {limit}),\n"
-        # Only when fewer than `limit` documents hold an essential term: the best of the others, by all other terms.
+        # Only when fewer than k documents hold an essential term: the best of the others, by all other terms
+        # (k, not the hybrid keyword depth: there the vectors fill the list).
         f"keyword_more AS MATERIALIZED (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
         f"  FROM keyword_match AS m, {fts} WHERE {fts} MATCH m.others\n"
-        f"    AND (SELECT count(*) FROM keyword_both) + (SELECT count(*) FROM keyword_rest) < {limit}\n"
+        f"    AND (SELECT count(*) FROM keyword_both) + (SELECT count(*) FROM keyword_rest) < :sqlitebin_k\n"
         f"    AND {fts}.rowid NOT IN (SELECT id FROM keyword_both UNION ALL SELECT id FROM keyword_rest){filter_sql}\n"
         f"  ORDER BY bm25, {fts}.rowid LIMIT {limit}),\n"
-        f"keyword AS (SELECT id, -bm25 AS score FROM\n"
+        f"keyword AS MATERIALIZED (SELECT id, -bm25 AS score FROM\n"
         f"  (SELECT * FROM keyword_both UNION ALL SELECT * FROM keyword_rest UNION ALL SELECT * FROM keyword_more)\n"
         f"  ORDER BY bm25, id LIMIT {limit})"
     )
