@@ -104,7 +104,7 @@ def measure(col, queries, relevant, runs, quality):
     rows = []
     for run in range(runs):
         times = {"plain": [], "keyword": [], "hybrid": [], "vector": []}
-        cpu = {"plain": [], "keyword": []}
+        cpu = {"plain": [], "keyword": [], "hybrid": [], "vector": []}
         ranked = {"plain": [], "keyword": [], "hybrid": []}
         for text, match in zip(texts, matches):
             start, start_cpu = time.perf_counter(), time.thread_time()
@@ -140,9 +140,10 @@ def report(name, documents, seconds, scored, rows):
         print(f"  run {run}: keyword p50 {kw[0]:.2f} ms p95 {kw[1]:.2f} | plain BM25 p50 {plain[0]:.2f} p95 "
               f"{plain[1]:.2f} | speed-up p50 x{plain[0] / kw[0]:.1f} p95 x{plain[1] / kw[1]:.1f} | hybrid p50 "
               f"{hy[0]:.2f} p95 {hy[1]:.2f} | vector p50 {ve[0]:.2f} p95 {ve[1]:.2f}")
-        kc, pc = row["cpu"]["keyword"], row["cpu"]["plain"]
+        kc, pc, hc, vc = (row["cpu"][mode] for mode in ("keyword", "plain", "hybrid", "vector"))
         print(f"         CPU time of the thread: keyword p50 {kc[0]:.2f} ms p95 {kc[1]:.2f} | plain BM25 p50 "
-              f"{pc[0]:.2f} p95 {pc[1]:.2f}")
+              f"{pc[0]:.2f} p95 {pc[1]:.2f} | hybrid p50 {hc[0]:.2f} p95 {hc[1]:.2f} | vector p50 {vc[0]:.2f} "
+              f"p95 {vc[1]:.2f}")
     for mode, (ndcg, long_ndcg, long_count) in rows[0].get("ndcg", {}).items():
         print(f"  nDCG@10 {mode:8s} {ndcg:.4f}  (queries of 10+ words, {long_count}: {long_ndcg:.4f})")
 
