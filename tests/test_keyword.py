@@ -192,13 +192,34 @@ def test_query_terms_are_capped(sample):
     assert col.query_terms(long_query) == [["x" * keyword.MAX_QUERY_CHARACTERS, '"' + "x" * 4096 + '"']]
 
 
+LICENSE = "/usr/share/common-licenses/GPL-3"
+
+
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
 def test_huge_and_repetitive_queries_finish(sample, mode):
+    # The queries of the report: "the " x 1000 (72 s before), the first 4 KB of the GPL (4.9 s), 16 KB and
+    # 1 MB of text (minutes). Each now reads at most MAX_QUERY_CHARACTERS and MAX_QUERY_TERMS distinct terms.
     col, _ = sample
     assert col.search("the " * 1000, 5, mode=mode)
-    megabyte = ("sound editor for the desktop " * 40_000)[:1_000_000]
-    hits = col.search(megabyte, 5, mode=mode)
-    assert [h.id for h in hits] == [h.id for h in col.search(megabyte[: keyword.MAX_QUERY_CHARACTERS], 5, mode=mode)]
+    prose = open(LICENSE).read() if os.path.exists(LICENSE) else " ".join(f"clause{i} of the license" for i in
+                                                                           range(3000))
+    assert len(col.query_terms(prose[:4096])) == keyword.MAX_QUERY_TERMS
+    assert col.search(prose[:4096], 5, mode=mode)
+    for size in (16_384, 1_000_000):
+        long_query = (prose * (1 + size // len(prose)))[:size]
+        hits = col.search(long_query, 5, mode=mode)
+        first = col.search(long_query[: keyword.MAX_QUERY_CHARACTERS], 5, mode=mode)
+        assert [h.id for h in hits] == [h.id for h in first]
+
+
+@pytest.mark.parametrize("name", ['we"ird name', "semi;colon", "it's", "SELECT"])
+def test_term_table_with_any_collection_name(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(keyword, "PRUNING_MIN_DOCUMENTS", 10)
+    with sqlitebin.connect(tmp_path / "n.db") as db:
+        col = db.create_collection(name, dim=8, embedder=word_vectors)
+        col.add([f"common word{i % 3} thing{i}" for i in range(50)])
+        assert db.conn.execute(f"SELECT count(*) FROM {col.tables.keyword_terms}").fetchall() == [(5,)]
+        assert [h.id for h in col.search("word1 thing4 common", 3, mode="keyword")] == [5, 2, 8]
 
 
 def test_query_words_are_quoted_for_fts5(sample):
