@@ -33,6 +33,7 @@ import click
 from .collection import (
     CANDIDATE_KINDS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_VECTOR_WEIGHT,
     DEFAULT_K,
     DEFAULT_OVERSAMPLE,
     MAX_K,
@@ -63,9 +64,9 @@ CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 128 KiB, is less than s
 # means nothing on the command line.
 FUNCTION_PREFIX = re.compile(r"^[A-Za-z_][\w.]*\(\): ")
 CANONICAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
-# `--mode` is offered only once Collection.search() takes it.
-SEARCH_TAKES_MODE = "mode" in inspect.signature(Collection.search).parameters
-SEARCH_SQL_TAKES_MODE = "mode" in inspect.signature(Collection.search_sql).parameters
+# SQLite calls the progress handler every this many virtual machine steps while a search runs, which lets
+# Ctrl-C stop it within milliseconds (Python only sees the signal when some Python code runs).
+INTERRUPT_CHECK_STEPS = 10_000
 
 
 # ----------------------------------------------------------------------
@@ -507,12 +508,22 @@ def batch_size_option(function):
 
 
 def mode_option(function):
-    if not SEARCH_TAKES_MODE:
-        return function
     return click.option(
-        "--mode", type=click.Choice(MODES), default="vector", show_default=True,
-        help="Vector search, keyword (full-text) search, or both combined.",
+        "--mode", type=click.Choice(MODES), default=None,
+        help="Vector search, keyword (full-text BM25) search, or both fused.  "
+             "[default: hybrid for a collection with a text index, else vector]",
     )(function)
+
+
+@contextlib.contextmanager
+def interruptible(conn):
+    """Let Ctrl-C stop a running statement: a progress handler gives Python a chance to raise
+    KeyboardInterrupt, which aborts the statement."""
+    conn.set_progress_handler(lambda: False, INTERRUPT_CHECK_STEPS)
+    try:
+        yield
+    finally:
+        conn.set_progress_handler(None)
 
 
 def _check_encoding(ctx, param, value):
@@ -682,18 +693,22 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_
 @click.option("--method", type=click.Choice(METHODS), default="knn", show_default=True,
               help="The compiled chunk scan (knn) or a plain row scan with hamming() (sql).")
 @mode_option
+@click.option("--vector-weight", type=click.FloatRange(0, 100), default=DEFAULT_VECTOR_WEIGHT, show_default=True,
+              help="Hybrid mode: the fused score is BM25 relative to the best keyword hit plus this x cosine.")
 @click.option("--where", metavar="SQL",
               help="SQL condition on the documents (columns id, text, metadata), applied before the top k.")
 @click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
               help="A :NAME parameter for --where (the value is text; CAST it for numbers). Repeatable.")
 @json_option("One JSON object per result (rank, id, score, distance, text, metadata).")
 @click.option("--sql", "show_sql", is_flag=True, help="Print the SQL the search would run, and stop.")
-def search(db_path, query, k, collection_name, oversample, rescore, candidates, method, where, params, as_json,
-           show_sql, mode=None):
-    """Find the k documents in DB closest in meaning to QUERY.
+def search(db_path, query, k, collection_name, oversample, rescore, candidates, method, mode, vector_weight, where,
+           params, as_json, show_sql):
+    """Find the k documents in DB that best match QUERY, by meaning, by words, or both.
 
     Prints a table of rank, score, id (the input's own id, or file:line for text files) and the start of
-    the text; scores are cosine similarities, higher is better. --json gives every field, the integer id too.
+    the text. Scores are higher for better matches: cosine similarity (--mode vector), BM25 (keyword), or
+    BM25 relative to the best keyword hit plus --vector-weight x cosine (hybrid). --json gives every field,
+    the integer id too. Ctrl-C stops a search at once.
 
     \b
     Example:
@@ -701,14 +716,19 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
         sqlitebin search docs.db "image editor" --json
         sqlitebin search docs.db "parser" --where "json_extract(metadata, '$.source') = :file" -p file notes.md
         sqlitebin search docs.db "parser" --sql
+        sqlitebin search docs.db "sqlite3 python bindings" --mode keyword
+        sqlitebin search docs.db "sqlite3 python bindings" --mode hybrid --vector-weight 1.0
     """
     if not query.strip():
         raise click.ClickException("the query is empty; give some words to search for")
     options = {"k": k, "oversample": oversample, "rescore": rescore, "candidates": candidates, "method": method,
-               "where": where}
+               "where": where, "mode": mode, "vector_weight": vector_weight}
     with open_database(db_path, create=False) as database:
         collection = open_collection(database, db_path, collection_name)
-        if collection.embedder is None and not show_sql:
+        if mode is None and not show_sql:
+            mode = collection.default_mode(query)
+            options["mode"] = mode
+        if collection.embedder is None and not show_sql and mode != "keyword":
             if collection.embedder_name is None:
                 reason = "stores vectors only (no embedder), so it cannot be searched by text"
             else:
@@ -717,11 +737,14 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
                 f"collection {collection.name!r} in {db_path} {reason}; search it from Python with a query vector")
         try:
             if show_sql:
-                sql_options = dict(options, mode=mode) if SEARCH_SQL_TAKES_MODE else options
-                click.echo(collection.search_sql(**sql_options))
+                click.echo(collection.search_sql(**options))
                 return
-            search_options = dict(options, mode=mode) if SEARCH_TAKES_MODE else options
-            hits = collection.search(query, params=dict(params), **search_options)
+            try:
+                with interruptible(database.conn):
+                    hits = collection.search(query, params=dict(params), **options)
+            except (KeyboardInterrupt, apsw.InterruptError):
+                click.echo("Interrupted.", err=True)
+                click.get_current_context().exit(EXIT_INTERRUPTED)
         except ValueError as error:
             if debugging():
                 raise

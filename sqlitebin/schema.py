@@ -75,12 +75,13 @@ class TableNames:
         self.chunks = quote_identifier(collection + "_chunks")
         self.changes = quote_identifier(collection + "_changes")
         self.fts = quote_identifier(collection + "_fts")
+        self.keyword_terms = quote_identifier(collection + "_keyword_terms")
 
     def trigger(self, suffix):
         return quote_identifier(f"{self.collection}_{suffix}")
 
     def all_tables(self):
-        return [self.fts, self.changes, self.chunks, self.vectors, self.codes, self.documents]
+        return [self.keyword_terms, self.fts, self.changes, self.chunks, self.vectors, self.codes, self.documents]
 
 
 def collection_ddl(tables, rescore, fts):

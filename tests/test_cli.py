@@ -1,6 +1,7 @@
 """The command line on small real data: index, search, info, path, demo, and each user mistake's one-line error."""
 
 import csv
+import inspect
 import json
 import shutil
 import subprocess
@@ -275,8 +276,12 @@ def test_every_command_has_help_with_an_example(command):
     assert "Example:" in output and "sqlitebin " in output.split("Example:")[1]
 
 
-def test_mode_option_only_when_the_api_has_it():
-    assert ("--mode" in run("search", "--help").output) == cli.SEARCH_TAKES_MODE
+def test_search_options_mirror_collection_search():
+    names = {parameter.name for parameter in main.commands["search"].params}
+    taken = set(inspect.signature(Collection.search).parameters) - {"self"}
+    assert taken <= names | {"params"} and "params" in names  # -p NAME VALUE fills params
+    output = " ".join(run("search", "--help").output.split())
+    assert "--vector-weight" in output and "--mode" in output and "cosine similarity (--mode vector)" in output
 
 
 def test_optional_commands_are_registered_when_present():

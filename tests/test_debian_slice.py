@@ -24,7 +24,7 @@ def indexed(tmp_path_factory):
     db.close()
 
 
-def test_default_search_keeps_the_quality_of_exact_search(indexed):
+def test_vector_search_keeps_the_quality_of_exact_search(indexed):
     _, collection, documents, queries, ids = indexed
     # The oracle: the same embedder, exact float32 cosine with NumPy.
     embed = WordLlamaEmbedder(256)
@@ -34,7 +34,7 @@ def test_default_search_keeps_the_quality_of_exact_search(indexed):
     exact_ndcg, found_ndcg, recall = [], [], []
     for query, vector in zip(queries, query_vectors):
         exact = [ids[i] for i in np.argsort(-(doc_vectors @ vector), kind="stable")[:10]]
-        found = [hit.id for hit in collection.search(query["text"], 10)]
+        found = [hit.id for hit in collection.search(query["text"], 10, mode="vector")]
         exact_ndcg.append(ndcg(exact, id_of[query["doc"]]))
         found_ndcg.append(ndcg(found, id_of[query["doc"]]))
         recall.append(len(set(exact) & set(found)) / 10)

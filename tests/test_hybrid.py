@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import sqlitebin
-from sqlitebin.collection import fts_match_query
 
 TEXTS = [
     "sqlite database engine in a small library",
@@ -86,12 +85,6 @@ def test_hostile_queries_never_break_fts5(collection, query):
         hits = collection.search(query, 5, mode=mode)
         assert all(isinstance(h.id, int) for h in hits)
     assert len(collection) == 5
-
-
-def test_fts_match_query_quotes_every_word():
-    assert fts_match_query('say "hi" AND bye*') == '"say" OR "hi" OR "AND" OR "bye"'
-    assert fts_match_query("...") is None
-    assert fts_match_query("naïve") == '"naïve"'
 
 
 def test_text_index_in_step_after_delete_upsert_and_reopen(tmp_path):
