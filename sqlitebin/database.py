@@ -6,11 +6,12 @@ the `sqlitebin_collections` table, and reopening a file uses exactly those.
 """
 
 import os
+import threading
 
 import apsw
 
 from . import quantize
-from .collection import STORED_KINDS, Collection, _check_choice, _check_int, transaction
+from .collection import STORED_KINDS, Collection, _check_choice, _check_int, serialised, transaction
 from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
 from .extension import load
 from .schema import (
@@ -49,8 +50,14 @@ def embedder_for(spec, dim):
     return resolve_embedder(spec)
 
 
+@serialised
 class Database:
-    """An apsw connection (`.conn`) with sqlitebin loaded, and the collections in it."""
+    """An apsw connection (`.conn`) with sqlitebin loaded, and the collections in it.
+
+    A Database and its collections may be shared by threads: their methods take turns on one lock
+    (`.lock`), so calls are serialised, never concurrent. To search in parallel, open one Database per
+    thread. Using `.conn` directly from several threads at once is not covered by the lock.
+    """
 
     def __init__(self, path=":memory:", *, readonly=False, create=True):
         path = os.fspath(path)
@@ -58,6 +65,7 @@ class Database:
             raise FileNotFoundError(f"connect(): no database at {path!r}")
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         self.path = path
+        self.lock = threading.RLock()
         self.conn = apsw.Connection(path, flags=flags)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         load(self.conn)
