@@ -20,12 +20,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import apsw
 import click
@@ -55,7 +56,17 @@ DEMO_QUERIES = 4
 FORMATS = ("txt", "jsonl", "csv")
 SPLITS = ("paragraph", "line", "file")
 # Which files each format reads from a directory; "auto" reads plain text and Markdown.
-FORMAT_SUFFIXES = {"txt": (".txt", ".md"), "jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",)}
+FORMAT_SUFFIXES = {"txt": (".txt", ".md", ".markdown", ".rst", ".text"), "jsonl": (".jsonl", ".ndjson", ".json"),
+                   "csv": (".csv",)}
+# Documentation files named by convention rather than by extension (README, README.Debian, changelog.gz, ...).
+DOCUMENTATION_NAME = re.compile(
+    r"(readme|changelog|changes|news|authors|copying|copyright|install|todo|history|thanks|licen[cs]e|"
+    r"contributing|contributors|credits|notice|bugs|faq)([._-][^/]*)?", re.IGNORECASE)
+NOT_TEXT_SUFFIXES = {".html", ".htm", ".xhtml", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".xml",
+                     ".ps", ".dvi", ".doc", ".docx", ".odt", ".zip", ".bz2", ".xz", ".zst", ".tar"}
+MAN_PAGE_SUFFIX = re.compile(r"\.[1-9n][a-z0-9+]{0,8}", re.IGNORECASE)  # ls.1, CA.pl.1ssl, GET.1p (before .gz)
+MAN_RENDER_SECONDS = 60
+MAX_SKIPS_LISTED = 20
 EXIT_INTERRUPTED = 130
 MAX_ID_WIDTH = 30
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 128 KiB, is less than some documents
@@ -139,43 +150,149 @@ def _format_of(path, chosen):
     return "txt"
 
 
+class UnreadableFile(click.ClickException):
+    """A file that cannot be read as text: reported and skipped when found in a directory (unless --strict)."""
+
+
+@dataclass
+class InputFile:
+    path: Path
+    kind: str  # "txt", "jsonl", "csv" or "man" (a man page, read through its plain-text rendering)
+    in_directory: bool
+
+
+@dataclass
+class InputFiles:
+    files: list  # of InputFile, in reading order
+    skipped: list  # of (path, reason): files and directories not read
+    directories: list  # of Path: the directories given
+
+
+def _directory_kind(path, chosen_format):
+    """What to read a file found in a directory as, or None when it is of another type."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = os.path.splitext(name)[1]
+    if chosen_format in ("jsonl", "csv"):
+        return chosen_format if suffix in FORMAT_SUFFIXES[chosen_format] else None
+    if suffix in FORMAT_SUFFIXES["txt"]:
+        return "txt"
+    if DOCUMENTATION_NAME.fullmatch(name) and suffix not in NOT_TEXT_SUFFIXES:
+        return "txt"
+    if chosen_format == "auto" and MAN_PAGE_SUFFIX.fullmatch(suffix) and _looks_like_roff(path):
+        return "man"
+    return None
+
+
+def _looks_like_roff(path):
+    """True when a file starts like a man page source: a roff request or comment (a line starting "." or "'")."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as handle:
+            head = handle.read(4096)
+    except (OSError, EOFError, zlib.error):
+        return True  # reported as unreadable when it is read
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    return bool(lines) and lines[0][:1] in (b".", b"'")
+
+
+def _walk_directory(directory, chosen_format, files, skipped):
+    def unreadable(error):
+        skipped.append((error.filename or str(directory), f"unreadable directory ({error.strerror or error})"))
+
+    for root, subdirectories, names in os.walk(directory, onerror=unreadable):
+        for name in sorted(d for d in subdirectories if d.startswith(".")):
+            skipped.append((os.path.join(root, name), "hidden directory"))
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith("."):
+                skipped.append((str(path), "hidden file"))
+            elif not path.is_file():
+                skipped.append((str(path), "not a regular file" if path.exists() else "broken link"))
+            else:
+                kind = _directory_kind(path, chosen_format)
+                if kind is None:
+                    skipped.append((str(path), "other type"))
+                else:
+                    files.append(InputFile(path, kind, True))
+
+
 def input_files(inputs, chosen_format):
-    """The files to read, in order: named files as given, directories searched (sorted) for matching files."""
-    files = []
+    """The files to read, in order: named files as given, directories walked (sorted) for text files.
+
+    In a directory, `auto` and `txt` read .txt, .md, .markdown, .rst and .text files, documentation named by
+    convention (README, README.Debian, changelog, NEWS, COPYING, ... with or without an extension), each also
+    gzipped, and (`auto`) man pages such as ls.1.gz through their plain-text rendering; `jsonl` and `csv` read
+    files with their extensions. Everything else, hidden files and directories (not entered) and unreadable
+    directories are listed in `skipped` with the reason.
+    """
+    files, skipped, directories = [], [], []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            suffixes = FORMAT_SUFFIXES["txt" if chosen_format == "auto" else chosen_format]
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and p.name.lower().removesuffix(".gz").endswith(suffixes)
-            )
-            if not found:
-                raise click.ClickException(f"no {' or '.join(suffixes)} files in directory {given}")
-            files.extend(found)
+            directories.append(path)
+            before = len(files)
+            _walk_directory(path, chosen_format, files, skipped)
+            if len(files) == before:
+                wanted = "text or documentation" if chosen_format in ("auto", "txt") else chosen_format
+                raise click.ClickException(f"no {wanted} files in directory {given}" + _skip_note(skipped))
         elif path.is_file():
-            files.append(path)
+            kind = _format_of(path, chosen_format)
+            files.append(InputFile(path, kind, False))
         elif path.exists():
             raise click.ClickException(f"{given} is not a regular file or directory")
         else:
             raise click.ClickException(f"no such file or directory: {given}")
-    return files
+    return InputFiles(files, skipped, directories)
+
+
+def _skip_note(skipped):
+    return f" ({len(skipped):,} other file{'s' if len(skipped) != 1 else ''} or director{'ies' if len(skipped) != 1 else 'y'} skipped)" if skipped else ""
+
+
+def _render_man_page(path):
+    """The plain-text rendering of a man page, by `man -l` (man-db) or else `groff -man`."""
+    environment = dict(os.environ, MANWIDTH="100", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
+    environment.pop("MANPAGER", None)
+    environment.pop("PAGER", None)
+    man, groff = shutil.which("man"), shutil.which("groff")
+    try:
+        if man:
+            command = [man, "-l", "-P", "cat", str(path)]
+            result = subprocess.run(command, capture_output=True, env=environment, timeout=MAN_RENDER_SECONDS,
+                                    stdin=subprocess.DEVNULL)
+        elif groff:
+            data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+            command = [groff, "-man", "-Tutf8", "-P-cbou"]
+            result = subprocess.run(command, input=data, capture_output=True, env=environment,
+                                    timeout=MAN_RENDER_SECONDS)
+        else:
+            raise UnreadableFile(f"{path} is a man page and no renderer is installed (man or groff)")
+    except subprocess.TimeoutExpired:
+        raise UnreadableFile(f"{path} is a man page that took over {MAN_RENDER_SECONDS} s to render") from None
+    except (OSError, gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise UnreadableFile(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    text = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0 or not text.strip():
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UnreadableFile(f"{path} is a man page that {Path(command[0]).name} could not render"
+                             + (f" ({detail[0]})" if detail else ""))
+    return text.replace("\r\n", "\n")
 
 
 def _read_text(path, encoding):
     try:
         data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise click.ClickException(f"{path} is not a valid gzip file ({error})") from None
+        raise UnreadableFile(f"{path} is not a valid gzip file ({error})") from None
     except OSError as error:
-        raise click.ClickException(f"cannot read {path}: {error.strerror or error}") from None
+        raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise click.ClickException(
+        raise UnreadableFile(
             f"{path} line {line} is not valid {encoding} text (byte 0x{data[error.start]:02x}); "
             "convert the file or pass --encoding"
         ) from None
@@ -264,26 +381,47 @@ def _csv_documents(path, text, options):
         raise click.ClickException(f"{path} line {reader.line_num}: {error}") from None
 
 
-def read_documents(path, options):
-    """The documents in one file, each with its id already derived."""
-    text = _read_text(path, options.encoding)
-    format_name = _format_of(path, options.format)
+def read_documents(path, options, kind=None):
+    """The documents in one file, each with its id already derived; `kind` "man" reads a man page's rendering."""
+    if kind == "man":
+        text = _render_man_page(path)
+    else:
+        text = _read_text(path, options.encoding)
+    format_name = kind if kind in ("jsonl", "csv") else _format_of(path, options.format) if kind is None else "txt"
     if format_name == "jsonl":
         return list(_jsonl_documents(path, text, options))
     if format_name == "csv":
         return list(_csv_documents(path, text, options))
+    if "\x00" in text and kind is not None:
+        raise UnreadableFile(f"{path} holds binary data (NUL bytes), not text")
     documents = list(_text_documents(path, text, options.split))
+    del text
     for document in documents:
         document.id = content_id(document.text)
     return documents
 
 
-def gather_documents(files, options):
-    """All documents from `files`, without empty texts and without repeated ids (the first one is kept)."""
-    documents, seen = [], {}
+def gather_documents(inputs, options, strict=False):
+    """All documents from `inputs` (an InputFiles), without empty texts and without repeated ids (the first is kept).
+
+    A file found in a directory that cannot be read as text is added to `inputs.skipped` with the reason (with
+    `strict`, it stops the command instead); a file named on the command line always stops it. Returns the
+    documents and the set of files read.
+    """
+    documents, seen, read = [], {}, set()
     empty, repeated = 0, []
-    for path in files:
-        for document in read_documents(path, options):
+    for item in inputs.files:
+        try:
+            found = read_documents(item.path, options, item.kind if item.in_directory else None)
+        except UnreadableFile as error:
+            if strict or not item.in_directory:
+                if item.in_directory:
+                    error.message += " (--strict stops at the first file that cannot be read)"
+                raise
+            inputs.skipped.append((str(item.path), FUNCTION_PREFIX.sub("", error.message)))
+            continue
+        read.add(str(item.path))
+        for document in found:
             if not document.text:
                 empty += 1
             elif document.id in seen:
@@ -300,7 +438,30 @@ def gather_documents(files, options):
             f"(same id or text as an earlier one; first: {document.where} repeats {first}).",
             err=True,
         )
-    return documents
+    return documents, read
+
+
+def report_skipped(skipped):
+    """Tell on stderr which files were not read and why: problems one by one, other types counted by suffix."""
+    problems = [(path, reason) for path, reason in skipped if reason not in ("other type", "hidden file")]
+    for path, reason in problems[:MAX_SKIPS_LISTED]:
+        click.echo(f"Skipped {reason if reason.startswith(str(path)) else f'{path}: {reason}'}", err=True)
+    if len(problems) > MAX_SKIPS_LISTED:
+        click.echo(f"Skipped {len(problems) - MAX_SKIPS_LISTED:,} more files or directories that could not be read.",
+                   err=True)
+    others = [path for path, reason in skipped if reason == "other type"]
+    if others:
+        suffixes = {}
+        for path in others:
+            suffix = os.path.splitext(os.path.basename(path).lower().removesuffix(".gz"))[1] or "no extension"
+            suffixes[suffix] = suffixes.get(suffix, 0) + 1
+        common = sorted(suffixes.items(), key=lambda item: (-item[1], item[0]))[:8]
+        click.echo(f"Skipped {len(others):,} file{'s' if len(others) != 1 else ''} of other types ("
+                   + ", ".join(f"{suffix} {count:,}" for suffix, count in common)
+                   + (", ..." if len(suffixes) > len(common) else "") + ").", err=True)
+    hidden = sum(reason == "hidden file" for _, reason in skipped)
+    if hidden:
+        click.echo(f"Skipped {hidden:,} hidden file{'s' if hidden != 1 else ''}.", err=True)
 
 
 # ----------------------------------------------------------------------
@@ -561,22 +722,34 @@ def main(debug):
               help="JSON field or CSV column with each document's id; without one, the id is a hash of the text.")
 @click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding,
               help="Text encoding of the input files.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file in a directory that cannot be read, instead of reporting and skipping it.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Remove the collection's documents that the input no longer holds: old paragraphs of the files "
+                   "read, and documents of files gone from the directories read.")
 @batch_size_option
 @progress_option
 @click.pass_context
 def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, split, text_field, id_field, encoding,
-          batch_size, progress):
-    """Embed the documents in FILE_OR_DIR... and store them in DB.
+          strict, prune, batch_size, progress):
+    """Embed the documents in FILE_OR_DIR... and store them in DB, so that the collection matches the input.
 
-    Reads plain text and Markdown (one document per paragraph, or per line with --split line), JSON lines
-    (.jsonl, .jsonl.gz) and CSV; a directory is searched for .txt and .md files. A document's id is the
-    input's id field (an integer as is, anything else hashed) or a hash of its text, so running the same
-    command again adds nothing twice: unchanged documents are skipped, changed ones replaced.
+    Reads plain text, Markdown and reStructuredText (one document per paragraph, or per line with --split line),
+    JSON lines (.jsonl, .jsonl.gz) and CSV. A directory is searched for .txt, .md, .rst files, documentation such
+    as README, NEWS or changelog files without an extension, any of them gzipped, and man pages (read through
+    `man` or `groff` when one is installed); files that cannot be read are reported and skipped, and the summary
+    counts every file skipped. A long paragraph stays one document: its vector is the mean over all its words.
+
+    A document's id is the input's id field (an integer as is, anything else hashed) or a hash of its text, so
+    running the same command again adds nothing twice: unchanged documents are skipped, changed ones replaced,
+    and (unless --no-prune) documents no longer in a file read, or from files gone from a directory read, are
+    removed. `sqlitebin delete` removes documents by id or by source file.
     Ctrl-C keeps every committed batch (exit code 130).
 
     \b
     Example:
         sqlitebin index docs.db notes/ --collection notes
+        sqlitebin index docs.db /usr/share/doc --strict
         sqlitebin index docs.db corpus.jsonl.gz --id-field id --text-field text
         sqlitebin index docs.db poems.txt --split line
     """
@@ -586,12 +759,17 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
         id_field_required=ctx.get_parameter_source("id_field") is not click.core.ParameterSource.DEFAULT,
     )
     written = None  # set once the upsert has finished
+    removed = 0
     try:
-        files = input_files(inputs, format_name)
-        documents = gather_documents(files, options)
-        if not documents:
-            raise click.ClickException(f"no documents with text in {', '.join(inputs)}")
+        found = input_files(inputs, format_name)
+        documents, read = gather_documents(found, options, strict)
+        # With nothing to add, a run still prunes what the input no longer holds, from a collection that exists.
+        nothing = click.ClickException(f"no documents with text in {', '.join(inputs)}" + _skip_note(found.skipped))
+        if not documents and not (prune and read and os.path.exists(db_path)):
+            raise nothing
         with open_database(db_path, create=True) as database:
+            if not documents and name not in database.collections():
+                raise nothing
             if name in database.collections():
                 collection = database.collection(name)
                 if dim is not None and int(dim) != collection.dim:
@@ -610,12 +788,16 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
             changed = [d for d in documents
                        if d.id not in stored or (stored[d.id].text, stored[d.id].metadata) != (d.text, d.metadata)]
             new = sum(d.id not in stored for d in changed)
+            del stored  # the texts of long documents can be large
+            stale = _stale_ids(collection, documents, read, found) if prune else []
             start = time.perf_counter()
             committed, finished = upsert_with_progress(collection, changed, batch_size=batch_size,
                                                        progress=show_progress(progress))
             if not finished:
                 _interrupted(ctx, committed, len(changed), db_path)
             written = committed
+            if stale:
+                removed = collection.delete(stale)
             seconds = time.perf_counter() - start
             total = len(collection)
     except KeyboardInterrupt:
@@ -625,12 +807,95 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
         else:
             click.echo(f"Interrupted after all {written:,} documents were committed.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+    report_skipped(found.skipped)
     rate = f", {len(changed) / seconds:,.0f} docs/s" if changed and seconds > 0 else ""
+    skipped = f", {len(found.skipped):,} skipped" if found.skipped else ""
     click.echo(
-        f"Indexed {len(documents):,} documents from {len(files):,} file{'s' if len(files) != 1 else ''} "
+        f"Indexed {_plural(len(documents), 'document')} from {_plural(len(read), 'file')}{skipped} "
         f"into {db_path} collection {name!r}: {new:,} new, {len(changed) - new:,} updated, "
-        f"{len(documents) - len(changed):,} unchanged ({seconds:.1f} s{rate}); {total:,} documents in all."
+        f"{len(documents) - len(changed):,} unchanged, {removed:,} removed ({seconds:.1f} s{rate}); "
+        f"{_plural(total, 'document')} in all."
     )
+
+
+def _plural(count, noun):
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _documents_by_source(collection):
+    """(id, source) of every document of `collection` that records the file it came from."""
+    return collection.conn.execute(
+        f"SELECT id, json_extract(metadata, '$.source') FROM {collection.tables.documents} "
+        "WHERE json_valid(metadata) AND json_type(metadata, '$.source') = 'text'"
+    ).fetchall()
+
+
+def _stale_ids(collection, documents, read, found):
+    """Ids of stored documents the input no longer holds: from a file read now, but not among its documents; or
+    from under a directory read now, from a file that is neither read nor skipped (deleted, or no longer selected).
+    A file skipped because it could not be read keeps its documents."""
+    current = {document.id for document in documents}
+    seen = read | {path for path, _ in found.skipped}
+    directories = [PurePath(directory) for directory in found.directories]
+    stale = []
+    for document_id, source in _documents_by_source(collection):
+        if document_id in current:
+            continue
+        if source in read:
+            stale.append(document_id)
+        elif source not in seen and any(_is_under(PurePath(source), directory) for directory in directories):
+            stale.append(document_id)
+    return stale
+
+
+def _is_under(path, directory):
+    return path != directory and (path.is_absolute() == directory.is_absolute()) and path.is_relative_to(directory)
+
+
+@main.command()
+@click.argument("db_path", metavar="DB", type=click.Path(dir_okay=False))
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=click.IntRange(-(2**63), 2**63 - 1))
+@collection_option(f"Collection to delete from.  [default: the only one, or {DEFAULT_COLLECTION}]")
+@click.option("--source", "sources", multiple=True, metavar="PATH",
+              help="Delete the documents indexed from this file, or from every file under this directory, as "
+                   "`sqlitebin index` recorded it (metadata.source). Repeatable.")
+def delete(db_path, ids, collection_name, sources):
+    """Delete documents from DB by id (the integer ids `search --json` shows) or by the file they came from.
+
+    Runs `Collection.delete()` with the ids given and those of the documents indexed from each --source, in one
+    transaction; prints how many documents were deleted and how many ids were not found.
+
+    \b
+    Example:
+        sqlitebin delete docs.db 1234 5678
+        sqlitebin delete docs.db --source notes/old.md
+        sqlitebin delete docs.db --source notes/archive --collection notes
+    """
+    if not ids and not sources:
+        raise click.ClickException("give the ids of the documents to delete, or --source PATH")
+    if db_path != ":memory:" and not os.path.exists(db_path):
+        raise click.ClickException(f"no database at {db_path}; create one with: sqlitebin index {db_path} FILE")
+    with open_database(db_path, create=True) as database:
+        collection = open_collection(database, db_path, collection_name)
+        wanted = list(dict.fromkeys(ids))
+        matched = {}
+        if sources:
+            recorded = _documents_by_source(collection)
+            for source in sources:
+                path = PurePath(source)
+                matched[source] = [document_id for document_id, stored in recorded
+                                   if stored == source or _is_under(PurePath(stored), path)]
+                wanted.extend(matched[source])
+        wanted = list(dict.fromkeys(wanted))
+        deleted = collection.delete(wanted) if wanted else 0
+        total = len(collection)
+    for source, found in matched.items():
+        if not found:
+            click.echo(f"No documents from {source} in collection {collection.name!r}.", err=True)
+    missing = len(wanted) - deleted
+    click.echo(f"Deleted {_plural(deleted, 'document')} from {db_path} collection {collection.name!r}"
+               + (f" ({_plural(missing, 'id')} not found)" if missing else "")
+               + f"; {_plural(total, 'document')} left.")
 
 
 @main.command()
