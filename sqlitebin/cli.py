@@ -281,22 +281,58 @@ def _render_man_page(path):
     return text.replace("\r\n", "\n")
 
 
-def _read_text(path, encoding):
+def _read_text(path, encoding, trim=False):
+    """The text of a file (gunzipped when it ends in .gz), with line ends made "\\n"; `trim` drops trailing
+    whitespace before decoding, so a file of one long paragraph decodes to exactly that paragraph (no copy is made
+    to strip it: a 100 MB file of text beyond U+FFFF is 400 MB as a Python string)."""
     try:
         data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise UnreadableFile(f"{path} is not a valid gzip file ({error})") from None
     except OSError as error:
         raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
+    end = len(data)
+    if trim and "\n \t".encode(encoding, "replace") == b"\n \t":  # ASCII-compatible encodings only
+        while end and data[end - 1] in b" \t\n\r\x0b\x0c":
+            end -= 1
     try:
-        text = data.decode(encoding)
+        text = str(memoryview(data)[:end], encoding)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise UnreadableFile(
             f"{path} line {line} is not valid {encoding} text (byte 0x{data[error.start]:02x}); "
             "convert the file or pass --encoding"
         ) from None
+    del data
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines holding only whitespace
+NOT_SPACE = re.compile(r"\S")
+LINE_END_SPACE = re.compile(r"[^\S\n]+\n")
+
+
+def _paragraphs(text):
+    """(first line number, text) of each paragraph: lines separated by blank lines, each line's trailing
+    whitespace and the paragraph's leading and trailing whitespace removed. A paragraph that is the whole text is
+    that same string, not a copy."""
+    line, counted = 1, 0
+    start = 0
+    for separator in [*BLANK_LINES.finditer(text), None]:
+        end = separator.start() if separator else len(text)
+        first = NOT_SPACE.search(text, start, end)
+        if first:
+            last = end
+            while text[last - 1].isspace():
+                last -= 1
+            line += text.count("\n", counted, first.start())
+            counted = first.start()
+            body = text[first.start():last]
+            if LINE_END_SPACE.search(body):
+                body = LINE_END_SPACE.sub("\n", body)
+            yield line, body
+        if separator:
+            start = separator.end()
 
 
 def _text_documents(path, text, split):
@@ -310,16 +346,8 @@ def _text_documents(path, text, split):
             if line.strip():
                 yield Document(0, line.strip(), {"source": source, "line": number}, f"{source} line {number}")
         return
-    paragraph, first_line = [], None
-    for number, line in enumerate(text.split("\n") + [""], start=1):
-        if line.strip():
-            if not paragraph:
-                first_line = number
-            paragraph.append(line.rstrip())
-        elif paragraph:
-            body = "\n".join(paragraph).strip()
-            yield Document(0, body, {"source": source, "line": first_line}, f"{source} line {first_line}")
-            paragraph = []
+    for first_line, body in _paragraphs(text):
+        yield Document(0, body, {"source": source, "line": first_line}, f"{source} line {first_line}")
 
 
 def _record_document(record, where, source, options):
@@ -386,7 +414,7 @@ def read_documents(path, options, kind=None):
     if kind == "man":
         text = _render_man_page(path)
     else:
-        text = _read_text(path, options.encoding)
+        text = _read_text(path, options.encoding, trim=(kind or _format_of(path, options.format)) in ("txt", "man"))
     format_name = kind if kind in ("jsonl", "csv") else _format_of(path, options.format) if kind is None else "txt"
     if format_name == "jsonl":
         return list(_jsonl_documents(path, text, options))
@@ -784,11 +812,7 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
                     )
             else:
                 collection = database.create_collection(name, int(dim or DEFAULT_DIM), rescore=rescore or "int8")
-            stored = {hit.id: hit for hit in collection.get([d.id for d in documents])}
-            changed = [d for d in documents
-                       if d.id not in stored or (stored[d.id].text, stored[d.id].metadata) != (d.text, d.metadata)]
-            new = sum(d.id not in stored for d in changed)
-            del stored  # the texts of long documents can be large
+            changed, new = _changed_documents(collection, documents)
             stale = _stale_ids(collection, documents, read, found) if prune else []
             start = time.perf_counter()
             committed, finished = upsert_with_progress(collection, changed, batch_size=batch_size,
@@ -820,6 +844,28 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
 
 def _plural(count, noun):
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+LARGE_TEXT = 1 << 20  # characters; such stored texts are compared in SQL rather than read back
+
+
+def _changed_documents(collection, documents):
+    """The documents that are new or differ from the stored ones (text or metadata), and how many are new."""
+    small = [d for d in documents if len(d.text) <= LARGE_TEXT]
+    stored = {hit.id: (hit.text, hit.metadata) for hit in collection.get([d.id for d in small])}
+    changed = [d for d in small if stored.get(d.id) != (d.text, d.metadata)]
+    new = sum(d.id not in stored for d in changed)
+    del stored
+    for document in documents:
+        if len(document.text) > LARGE_TEXT:
+            rows = collection.conn.execute(
+                f"SELECT text = ?, metadata FROM {collection.tables.documents} WHERE id = ?",
+                (document.text, document.id)).fetchall()
+            if not rows:
+                new += 1
+            if not rows or not rows[0][0] or json.loads(rows[0][1] or "null") != document.metadata:
+                changed.append(document)
+    return changed, new
 
 
 def _documents_by_source(collection):
@@ -925,7 +971,8 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
     """Find the k documents in DB closest in meaning to QUERY.
 
     Prints a table of rank, score, id (the input's own id, or file:line for text files) and the start of
-    the text; scores are cosine similarities, higher is better. --json gives every field, the integer id too.
+    the text. Higher scores are better: cosine similarity for vector search, minus the BM25 rank for keyword
+    search, and their fusion for hybrid search. --json gives every field, the integer id too.
 
     \b
     Example:

@@ -149,6 +149,9 @@ def check_where(function, where):
             raise ValueError(f"{function}: where must not contain SQL comments, got {where!r}")
         elif ch == ";":
             raise ValueError(f"{function}: where must be a single SQL condition without ';', got {where!r}")
+        elif ch == "?":
+            # The search binds its own named parameters, so a positional one could never get a value.
+            raise ValueError(f"{function}: where must use named parameters such as :id, not '?', got {where!r}")
         i += 1
     return where
 
