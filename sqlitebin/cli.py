@@ -66,6 +66,10 @@ NOT_TEXT_SUFFIXES = {".html", ".htm", ".xhtml", ".pdf", ".png", ".jpg", ".jpeg",
                      ".ps", ".dvi", ".doc", ".docx", ".odt", ".zip", ".bz2", ".xz", ".zst", ".tar"}
 MAN_PAGE_SUFFIX = re.compile(r"\.[1-9n][a-z0-9+]{0,8}", re.IGNORECASE)  # ls.1, CA.pl.1ssl, GET.1p (before .gz)
 MAN_RENDER_SECONDS = 60
+# A paragraph is one document up to this many characters (a short book); a longer one is stored as passages of
+# this size overlapping by PASSAGE_OVERLAP characters, so that indexing memory stays bounded (see README).
+MAX_DOCUMENT_CHARACTERS = 1 << 20
+PASSAGE_OVERLAP = 1000
 MAX_SKIPS_LISTED = 20
 EXIT_INTERRUPTED = 130
 MAX_ID_WIDTH = 30
@@ -347,7 +351,29 @@ def _text_documents(path, text, split):
                 yield Document(0, line.strip(), {"source": source, "line": number}, f"{source} line {number}")
         return
     for first_line, body in _paragraphs(text):
-        yield Document(0, body, {"source": source, "line": first_line}, f"{source} line {first_line}")
+        if len(body) <= MAX_DOCUMENT_CHARACTERS:
+            yield Document(0, body, {"source": source, "line": first_line}, f"{source} line {first_line}")
+            continue
+        for number, (offset, passage) in enumerate(_passages(body), start=1):
+            yield Document(0, passage, {"source": source, "line": first_line, "passage": number, "offset": offset},
+                           f"{source} line {first_line} passage {number}")
+
+
+def _passages(body):
+    """(offset, text) of consecutive passages of at most MAX_DOCUMENT_CHARACTERS, each starting
+    PASSAGE_OVERLAP characters before the previous one ended, cut after whitespace where there is some."""
+    start = 0
+    while True:
+        end = start + MAX_DOCUMENT_CHARACTERS
+        if end >= len(body):
+            yield start, body[start:].strip()
+            return
+        # The last whitespace in the second half of the window, else a hard cut.
+        cut = max(body.rfind(" ", start + MAX_DOCUMENT_CHARACTERS // 2, end),
+                  body.rfind("\n", start + MAX_DOCUMENT_CHARACTERS // 2, end))
+        end = cut + 1 if cut > 0 else end
+        yield start, body[start:end].strip()
+        start = end - PASSAGE_OVERLAP
 
 
 def _record_document(record, where, source, options):
@@ -423,7 +449,7 @@ def read_documents(path, options, kind=None):
     if "\x00" in text and kind is not None:
         raise UnreadableFile(f"{path} holds binary data (NUL bytes), not text")
     documents = list(_text_documents(path, text, options.split))
-    del text
+    del text  # a long paragraph's passages are copies: the whole text can go now
     for document in documents:
         document.id = content_id(document.text)
     return documents
@@ -599,7 +625,8 @@ def hit_label(hit):
     if "source_id" in metadata:
         return str(metadata["source_id"])
     if "source" in metadata:
-        return f"{metadata['source']}:{metadata['line']}" if "line" in metadata else str(metadata["source"])
+        label = f"{metadata['source']}:{metadata['line']}" if "line" in metadata else str(metadata["source"])
+        return label + (f"#{metadata['passage']}" if "passage" in metadata else "")
     return str(hit.id)
 
 
@@ -832,7 +859,8 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
             click.echo(f"Interrupted after all {written:,} documents were committed.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
     report_skipped(found.skipped)
-    rate = f", {len(changed) / seconds:,.0f} docs/s" if changed and seconds > 0 else ""
+    per_second = len(changed) / seconds if changed and seconds > 0 else 0
+    rate = f", {per_second:,.0f} docs/s" if per_second >= 10 else f", {per_second:.2g} docs/s" if per_second else ""
     skipped = f", {len(found.skipped):,} skipped" if found.skipped else ""
     click.echo(
         f"Indexed {_plural(len(documents), 'document')} from {_plural(len(read), 'file')}{skipped} "

@@ -13,6 +13,7 @@ Hamming bits between the query's code and the document's.
 
 import contextlib
 import functools
+import inspect
 import json
 import math
 import re
@@ -103,7 +104,8 @@ def serialised(cls):
         return locked
 
     for name, value in list(vars(cls).items()):
-        if callable(value) and (not name.startswith("_") or name == "__len__"):
+        # Plain methods only: properties, static and class methods keep their own behaviour.
+        if inspect.isfunction(value) and (not name.startswith("_") or name == "__len__"):
             setattr(cls, name, wrap(value))
     return cls
 

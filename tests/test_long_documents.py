@@ -122,3 +122,36 @@ def test_process_memory_does_not_grow_with_the_text(tmp_path):
     # Before, 4 MB of text took about 2 GB here; now both stay within a few tens of MiB of the baseline.
     assert large < 64 * 1024, (small, large)
     assert large < 2 * small + 32 * 1024, (small, large)
+
+
+def test_a_paragraph_longer_than_the_document_limit_becomes_overlapping_passages(tmp_path, monkeypatch, real_text):
+    from click.testing import CliRunner
+
+    from sqlitebin import cli
+
+    monkeypatch.setattr(cli, "MAX_DOCUMENT_CHARACTERS", 20_000)
+    monkeypatch.setattr(cli, "PASSAGE_OVERLAP", 500)
+    paragraph = " ".join(real_text[:70_000].split())  # one paragraph, single spaces
+    path = tmp_path / "long.txt"
+    path.write_text("A short first paragraph.\n\n" + paragraph + "\n", encoding="utf-8")
+    db = tmp_path / "long.db"
+    result = CliRunner().invoke(cli.main, ["index", str(db), str(path)])
+    assert result.exit_code == 0, result.output
+    import sqlitebin
+
+    with sqlitebin.connect(db, create=False) as database:
+        rows = database.conn.execute(
+            "SELECT text, json_extract(metadata, '$.line'), json_extract(metadata, '$.passage'), "
+            "json_extract(metadata, '$.offset') FROM documents_documents ORDER BY 3").fetchall()
+    passages = [row for row in rows if row[2] is not None]
+    assert [row[2] for row in passages] == list(range(1, len(passages) + 1)) and len(passages) == 4
+    assert all(row[1] == 3 and len(row[0]) <= 20_000 for row in passages)
+    for (text, _, _, offset) in passages:
+        assert paragraph[offset:].startswith(text)  # each passage is where its offset says
+    for previous, following in zip(passages, passages[1:]):
+        end = previous[3] + len(previous[0])
+        assert following[3] == end + 1 - 500 or following[3] == end - 500  # 500 characters of overlap
+    assert passages[-1][3] + len(passages[-1][0]) == len(paragraph)  # nothing lost at the end
+    assert "Indexed 5 documents" in result.output
+    hits = CliRunner().invoke(cli.main, ["search", str(db), paragraph[30_000:30_200], "-k", "1"]).output
+    assert "long.txt:3#" in hits  # the label: file, line and passage
