@@ -55,7 +55,8 @@ DEMO_COLLECTION = "debian"
 DEMO_QUERIES = 4
 FORMATS = ("txt", "jsonl", "csv")
 SPLITS = ("paragraph", "line", "file")
-# Which files each format reads from a directory; "auto" reads plain text and Markdown.
+# Which files each format reads from a directory; "auto" and "txt" also read documentation by name and (auto) man
+# pages: see _directory_kind().
 FORMAT_SUFFIXES = {"txt": (".txt", ".md", ".markdown", ".rst", ".text"), "jsonl": (".jsonl", ".ndjson", ".json"),
                    "csv": (".csv",)}
 # Documentation files named by convention rather than by extension (README, README.Debian, changelog.gz, ...).
@@ -793,7 +794,8 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
     JSON lines (.jsonl, .jsonl.gz) and CSV. A directory is searched for .txt, .md, .rst files, documentation such
     as README, NEWS or changelog files without an extension, any of them gzipped, and man pages (read through
     `man` or `groff` when one is installed); files that cannot be read are reported and skipped, and the summary
-    counts every file skipped. A long paragraph stays one document: its vector is the mean over all its words.
+    counts every file skipped. A paragraph of up to 1 MiB characters is one document (its vector is the mean over
+    all its words); a longer one is stored as passages of 1 MiB overlapping by 1,000 characters.
 
     A document's id is the input's id field (an integer as is, anything else hashed) or a hash of its text, so
     running the same command again adds nothing twice: unchanged documents are skipped, changed ones replaced,
