@@ -2,8 +2,9 @@
 """The sqlitebin SQLite loadable extension.
 
 Registers the SQL functions of sqlitebin (`hamming`, `bit_count`, the
-quantizers, the rescoring dot products, version and debug) and the
-`sqlitebin_knn` table-valued function. It is compiled from Cython but is not a
+quantizers, the rescoring dot products, version and debug), the
+`sqlitebin_knn` table-valued function and the `sqlitebin_cjk` FTS5 tokenizer
+(tokenizer.h). It is compiled from Cython but is not a
 Python module: the build exports only the entry point `sqlite3_sqlitebin_init`
 and drops everything unreachable from it, so no function here may touch a
 Python object. Module-level statements would run only in the (discarded)
@@ -49,6 +50,9 @@ cdef extern from *:
     int sqlite3_reset(sqlite3_stmt*) nogil
     int sqlite3_total_changes(sqlite3*) nogil
     int sqlite3_get_autocommit(sqlite3*) nogil
+
+cdef extern from "tokenizer.h" nogil:
+    int sqlitebin_register_tokenizer(sqlite3 *db, char **error)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -1692,5 +1696,7 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
             or register(db, "sqlitebin_debug", 0, debug_sql, error)):
         return SQLITE_ERROR
     if register_aggregate(db, "sqlitebin_ids", 1, ids_step, ids_final, error):
+        return SQLITE_ERROR
+    if sqlitebin_register_tokenizer(db, error) != SQLITE_OK:
         return SQLITE_ERROR
     return register_knn(db, error)

@@ -96,3 +96,40 @@ def test_search_help_does_not_call_keyword_scores_cosine():
     text = " ".join(CliRunner().invoke(main, ["search", "--help"]).output.split())
     assert "cosine similarity for vector search" in text and "BM25" in text
     assert "scores are cosine similarities" not in text
+
+
+CJK_TEXTS = ["東京は日本の首都です", "我爱北京天安门", "서울은 한국의 수도입니다", "SQLite is a small database engine",
+             "京都の寺"]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("東京", [0]), ("日本の首都", [0]), ("首都です", [0]), ("北京", [1]), ("天安门", [1]), ("서울은", [2]),
+    ("京都", [4]), ("databases", [3]), ("首都 database", [0, 3]),
+])
+def test_keyword_search_finds_cjk_words_inside_a_sentence(query, expected):
+    db = sqlitebin.connect(":memory:")
+    collection = db.create_collection("cjk", dim=8, embedder=None, fts=True)
+    ids = collection.add(CJK_TEXTS, vectors=np.eye(8)[: len(CJK_TEXTS)])
+    hits = collection.search(query, mode="keyword", k=10)
+    assert sorted(hit.id for hit in hits) == [ids[i] for i in expected]
+    db.close()
+
+
+def test_the_cjk_tokenizer_keeps_the_index_consistent_through_updates_and_deletes(conn):
+    conn.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize = 'sqlitebin_cjk porter unicode61')")
+    conn.execute("INSERT INTO t (rowid, x) VALUES (1, '東京は日本の首都です'), (2, 'Running foxes 北京')")
+    assert conn.execute("SELECT rowid FROM t WHERE t MATCH '\"run\" AND \"北京\"'").fetchall() == [(2,)]
+    conn.execute("UPDATE t SET x = '大阪は大きい' WHERE rowid = 1")
+    assert conn.execute("SELECT rowid FROM t WHERE t MATCH '\"東京\"'").fetchall() == []
+    assert conn.execute("SELECT rowid FROM t WHERE t MATCH '\"大阪\"'").fetchall() == [(1,)]
+    conn.execute("DELETE FROM t WHERE rowid = 2")
+    conn.execute("INSERT INTO t (t) VALUES ('integrity-check')")
+    # Tokens as FTS5 stores them: Latin words as porter gives them, CJK runs as pairs, one character alone.
+    conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
+    assert [row[0] for row in conn.execute("SELECT term FROM v ORDER BY term")] == ["きい", "は大", "大き", "大阪", "阪は"]
+    # No argument: porter over unicode61. An unknown wrapped tokenizer: FTS5's own error.
+    conn.execute("CREATE VIRTUAL TABLE d USING fts5(x, tokenize = 'sqlitebin_cjk')")
+    conn.execute("INSERT INTO d VALUES ('jumping 東京')")
+    assert conn.execute("SELECT count(*) FROM d WHERE d MATCH 'jump AND 東京'").fetchall() == [(1,)]
+    with pytest.raises(apsw.SQLError, match="error in tokenizer constructor"):
+        conn.execute("CREATE VIRTUAL TABLE e USING fts5(x, tokenize = 'sqlitebin_cjk nosuch')")
