@@ -15,6 +15,7 @@ import errno
 import gzip
 import hashlib
 import inspect
+import itertools
 import io
 import json
 import os
@@ -72,6 +73,9 @@ MAN_RENDER_SECONDS = 60
 MAX_DOCUMENT_CHARACTERS = 1 << 20
 PASSAGE_OVERLAP = 1000
 MAX_SKIPS_LISTED = 20
+# `index` reads, compares and writes documents a group at a time, so memory holds one group, not the whole input.
+GROUP_DOCUMENTS = 20_000
+GROUP_CHARACTERS = 64 << 20
 EXIT_INTERRUPTED = 130
 MAX_ID_WIDTH = 30
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 128 KiB, is less than some documents
@@ -456,15 +460,28 @@ def read_documents(path, options, kind=None):
     return documents
 
 
-def gather_documents(inputs, options, strict=False):
-    """All documents from `inputs` (an InputFiles), without empty texts and without repeated ids (the first is kept).
+@dataclass
+class Reading:
+    """What reading the input has found so far, across the groups of documents it yields."""
+    seen: dict  # document id -> where it was read, for the ids kept
+    read: set  # the files read
+    empty: int = 0
+    repeated: int = 0
+    first_repeat: tuple = None  # (where, where it repeats)
+
+
+def document_groups(inputs, options, strict, reading, group_documents=None, group_characters=None):
+    """Yield the documents of `inputs` (an InputFiles) in groups of about `group_documents` documents or
+    `group_characters` characters (a file's documents stay together), without empty texts and repeated ids (the
+    first is kept), so that indexing never holds more than a group in memory.
 
     A file found in a directory that cannot be read as text is added to `inputs.skipped` with the reason (with
-    `strict`, it stops the command instead); a file named on the command line always stops it. Returns the
-    documents and the set of files read.
+    `strict`, it stops the command instead); a file named on the command line always stops it. `reading`
+    (a Reading) collects the files read, the ids kept, and the documents skipped.
     """
-    documents, seen, read = [], {}, set()
-    empty, repeated = 0, []
+    group_documents = group_documents or GROUP_DOCUMENTS
+    group_characters = group_characters or GROUP_CHARACTERS
+    group, characters = [], 0
     for item in inputs.files:
         try:
             found = read_documents(item.path, options, item.kind if item.in_directory else None)
@@ -475,25 +492,41 @@ def gather_documents(inputs, options, strict=False):
                 raise
             inputs.skipped.append((str(item.path), FUNCTION_PREFIX.sub("", error.message)))
             continue
-        read.add(str(item.path))
+        reading.read.add(str(item.path))
         for document in found:
             if not document.text:
-                empty += 1
-            elif document.id in seen:
-                repeated.append((document, seen[document.id]))
+                reading.empty += 1
+            elif document.id in reading.seen:
+                reading.repeated += 1
+                if reading.first_repeat is None:
+                    reading.first_repeat = (document.where, reading.seen[document.id])
             else:
-                seen[document.id] = document.where
-                documents.append(document)
-    if empty:
-        click.echo(f"Skipped {empty:,} document{'s' if empty != 1 else ''} with no text.", err=True)
-    if repeated:
-        document, first = repeated[0]
-        click.echo(
-            f"Skipped {len(repeated):,} repeated document{'s' if len(repeated) != 1 else ''} "
-            f"(same id or text as an earlier one; first: {document.where} repeats {first}).",
-            err=True,
-        )
-    return documents, read
+                reading.seen[document.id] = document.where
+                group.append(document)
+                characters += len(document.text)
+        del found
+        if len(group) >= group_documents or characters >= group_characters:
+            yield group
+            group, characters = [], 0
+    if group:
+        yield group
+
+
+def report_reading(reading):
+    if reading.empty:
+        click.echo(f"Skipped {_plural(reading.empty, 'document')} with no text.", err=True)
+    if reading.repeated:
+        where, first = reading.first_repeat
+        click.echo(f"Skipped {_plural(reading.repeated, 'repeated document')} "
+                   f"(same id or text as an earlier one; first: {where} repeats {first}).", err=True)
+
+
+def gather_documents(inputs, options, strict=False):
+    """All documents from `inputs` at once (see document_groups()); returns them and the set of files read."""
+    reading = Reading({}, set())
+    documents = [document for group in document_groups(inputs, options, strict, reading) for document in group]
+    report_reading(reading)
+    return documents, reading.read
 
 
 def report_skipped(skipped):
@@ -815,17 +848,19 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
         format=format_name, split=split, text_field=text_field, id_field=id_field, encoding=encoding,
         id_field_required=ctx.get_parameter_source("id_field") is not click.core.ParameterSource.DEFAULT,
     )
-    written = None  # set once the upsert has finished
-    removed = 0
+    written = None  # documents committed, once the first group is being written
+    removed = new = changed = documents = 0
+    reading = Reading({}, set())
     try:
         found = input_files(inputs, format_name)
-        documents, read = gather_documents(found, options, strict)
+        groups = document_groups(found, options, strict, reading)
+        first = next(groups, None)
         # With nothing to add, a run still prunes what the input no longer holds, from a collection that exists.
         nothing = click.ClickException(f"no documents with text in {', '.join(inputs)}" + _skip_note(found.skipped))
-        if not documents and not (prune and read and os.path.exists(db_path)):
+        if first is None and not (prune and reading.read and os.path.exists(db_path)):
             raise nothing
         with open_database(db_path, create=True) as database:
-            if not documents and name not in database.collections():
+            if first is None and name not in database.collections():
                 raise nothing
             if name in database.collections():
                 collection = database.collection(name)
@@ -841,33 +876,43 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
                     )
             else:
                 collection = database.create_collection(name, int(dim or DEFAULT_DIM), rescore=rescore or "int8")
-            changed, new = _changed_documents(collection, documents)
-            stale = _stale_ids(collection, documents, read, found) if prune else []
             start = time.perf_counter()
-            committed, finished = upsert_with_progress(collection, changed, batch_size=batch_size,
-                                                       progress=show_progress(progress))
-            if not finished:
-                _interrupted(ctx, committed, len(changed), db_path)
-            written = committed
-            if stale:
-                removed = collection.delete(stale)
+            written = 0
+            # Each group of documents is compared with what is stored and written before the next is read.
+            for group in itertools.chain([first] if first else [], groups):
+                group_changed, group_new = _changed_documents(collection, group)
+                committed, finished = upsert_with_progress(collection, group_changed, batch_size=batch_size,
+                                                           progress=show_progress(progress))
+                if not finished:
+                    _interrupted(ctx, written + committed, changed + len(group_changed), db_path)
+                written += committed
+                documents += len(group)
+                changed += len(group_changed)
+                new += group_new
+                del group, group_changed
+            if prune:
+                stale = _stale_ids(collection, set(reading.seen), reading.read, found)
+                if stale:
+                    removed = collection.delete(stale)
             seconds = time.perf_counter() - start
             total = len(collection)
     except KeyboardInterrupt:
-        # An interrupt during the upsert was reported above with the count committed; these come before or after it.
-        if written is None:
+        # An interrupt during an upsert was reported above with the count committed; these come before or after it.
+        if not written:
             click.echo("Interrupted before any document was written.", err=True)
         else:
-            click.echo(f"Interrupted after all {written:,} documents were committed.", err=True)
+            click.echo(f"Interrupted after {_plural(written, 'document')} were committed; run the same command "
+                       "again to index the rest.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+    report_reading(reading)
     report_skipped(found.skipped)
-    per_second = len(changed) / seconds if changed and seconds > 0 else 0
+    per_second = changed / seconds if changed and seconds > 0 else 0
     rate = f", {per_second:,.0f} docs/s" if per_second >= 10 else f", {per_second:.2g} docs/s" if per_second else ""
     skipped = f", {len(found.skipped):,} skipped" if found.skipped else ""
     click.echo(
-        f"Indexed {_plural(len(documents), 'document')} from {_plural(len(read), 'file')}{skipped} "
-        f"into {db_path} collection {name!r}: {new:,} new, {len(changed) - new:,} updated, "
-        f"{len(documents) - len(changed):,} unchanged, {removed:,} removed ({seconds:.1f} s{rate}); "
+        f"Indexed {_plural(documents, 'document')} from {_plural(len(reading.read), 'file')}{skipped} "
+        f"into {db_path} collection {name!r}: {new:,} new, {changed - new:,} updated, "
+        f"{documents - changed:,} unchanged, {removed:,} removed ({seconds:.1f} s{rate}); "
         f"{_plural(total, 'document')} in all."
     )
 
@@ -906,11 +951,10 @@ def _documents_by_source(collection):
     ).fetchall()
 
 
-def _stale_ids(collection, documents, read, found):
+def _stale_ids(collection, current, read, found):
     """Ids of stored documents the input no longer holds: from a file read now, but not among its documents; or
     from under a directory read now, from a file that is neither read nor skipped (deleted, or no longer selected).
     A file skipped because it could not be read keeps its documents."""
-    current = {document.id for document in documents}
     seen = read | {path for path, _ in found.skipped}
     directories = [PurePath(directory) for directory in found.directories]
     stale = []

@@ -203,7 +203,7 @@ def test_ctrl_c_while_reading_writes_nothing(sample, tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "gather_documents", interrupted)
+    monkeypatch.setattr(cli, "read_documents", interrupted)
     result = run("index", tmp_path / "never.db", sample[0], ok=False)
     assert result.exit_code == 130 and "Interrupted before any document was written." in result.output
     assert not (tmp_path / "never.db").exists()

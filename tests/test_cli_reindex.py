@@ -216,3 +216,31 @@ def test_a_man_page_without_a_renderer_is_reported(tmp_path, monkeypatch):
     result = run("index", tmp_path / "m.db", folder)
     assert f"Skipped {folder / 'frobnicate.1'} is a man page and no renderer is installed (man or groff)" in result.output
     assert "Indexed 1 document from 1 file, 1 skipped into" in result.output
+
+
+def test_index_reads_and_writes_a_group_of_documents_at_a_time(tmp_path, monkeypatch):
+    """Memory holds one group of documents, not the whole input: groups are written as they are read."""
+    from sqlitebin import cli
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for number in range(7):
+        (folder / f"{number}.txt").write_text(f"File {number} first.\n\nFile {number} second.\n", encoding="utf-8")
+    (folder / "dup.txt").write_text("File 0 first.\n\n\n", encoding="utf-8")
+    monkeypatch.setattr(cli, "GROUP_DOCUMENTS", 3)
+    sizes = []
+    upsert = cli.upsert_with_progress
+
+    def recording(collection, documents, **kwargs):
+        sizes.append(len(documents))
+        return upsert(collection, documents, **kwargs)
+
+    monkeypatch.setattr(cli, "upsert_with_progress", recording)
+    db = tmp_path / "g.db"
+    result = run("index", db, folder)
+    assert sizes == [4, 4, 4, 2]  # two files' documents a group (a file's documents stay together)
+    assert "Indexed 14 documents from 8 files into" in result.output and "14 new" in result.output
+    assert "Skipped 1 repeated document (same id or text as an earlier one; first: " in result.output
+    (folder / "6.txt").unlink()
+    result = run("index", db, folder)
+    assert sizes[4:] == [0, 0, 0] and "0 new, 0 updated, 12 unchanged, 2 removed" in result.output
