@@ -2,8 +2,9 @@
 """The sqlitebin SQLite loadable extension.
 
 Registers the SQL functions of sqlitebin (`hamming`, `bit_count`, the
-quantizers, the rescoring dot products, version and debug) and the
-`sqlitebin_knn` table-valued function. It is compiled from Cython but is not a
+quantizers, the rescoring dot products, version and debug), the
+`sqlitebin_knn` table-valued function and the `sqlitebin_cjk` FTS5 tokenizer
+(tokenizer.h). It is compiled from Cython but is not a
 Python module: the build exports only the entry point `sqlite3_sqlitebin_init`
 and drops everything unreachable from it, so no function here may touch a
 Python object. Module-level statements would run only in the (discarded)
@@ -59,6 +60,9 @@ cdef extern from *:
     void *sqlite3_aggregate_context(sqlite3_context*, int nBytes) nogil
     int sqlite3_total_changes(sqlite3*) nogil
     int sqlite3_get_autocommit(sqlite3*) nogil
+
+cdef extern from "tokenizer.h" nogil:
+    int sqlitebin_register_tokenizer(sqlite3 *db, char **error)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -164,6 +168,8 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
         return SQLITE_ERROR
     select_kernels()
     cdef int rc = register_functions(db, error)
+    if rc == SQLITE_OK:
+        rc = sqlitebin_register_tokenizer(db, error)
     if rc == SQLITE_OK:
         rc = register_knn(db, error)
     if rc == SQLITE_OK:

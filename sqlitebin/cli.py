@@ -15,17 +15,19 @@ import errno
 import gzip
 import hashlib
 import inspect
+import itertools
 import io
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import apsw
 import click
@@ -55,8 +57,26 @@ DEMO_COLLECTION = "debian"
 DEMO_QUERIES = 4
 FORMATS = ("txt", "jsonl", "csv")
 SPLITS = ("paragraph", "line", "file")
-# Which files each format reads from a directory; "auto" reads plain text and Markdown.
-FORMAT_SUFFIXES = {"txt": (".txt", ".md"), "jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",)}
+# Which files each format reads from a directory; "auto" and "txt" also read documentation by name and (auto) man
+# pages: see _directory_kind().
+FORMAT_SUFFIXES = {"txt": (".txt", ".md", ".markdown", ".rst", ".text"), "jsonl": (".jsonl", ".ndjson", ".json"),
+                   "csv": (".csv",)}
+# Documentation files named by convention rather than by extension (README, README.Debian, changelog.gz, ...).
+DOCUMENTATION_NAME = re.compile(
+    r"(readme|changelog|changes|news|authors|copying|copyright|install|todo|history|thanks|licen[cs]e|"
+    r"contributing|contributors|credits|notice|bugs|faq)([._-][^/]*)?", re.IGNORECASE)
+NOT_TEXT_SUFFIXES = {".html", ".htm", ".xhtml", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".xml",
+                     ".ps", ".dvi", ".doc", ".docx", ".odt", ".zip", ".bz2", ".xz", ".zst", ".tar"}
+MAN_PAGE_SUFFIX = re.compile(r"\.[1-9n][a-z0-9+]{0,8}", re.IGNORECASE)  # ls.1, CA.pl.1ssl, GET.1p (before .gz)
+MAN_RENDER_SECONDS = 60
+# A paragraph is one document up to this many characters (a short book); a longer one is stored as passages of
+# this size overlapping by PASSAGE_OVERLAP characters, so that indexing memory stays bounded (see README).
+MAX_DOCUMENT_CHARACTERS = 1 << 20
+PASSAGE_OVERLAP = 1000
+MAX_SKIPS_LISTED = 20
+# `index` reads, compares and writes documents a group at a time, so memory holds one group, not the whole input.
+GROUP_DOCUMENTS = 20_000
+GROUP_CHARACTERS = 64 << 20
 EXIT_INTERRUPTED = 130
 MAX_ID_WIDTH = 30
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 128 KiB, is less than some documents
@@ -140,47 +160,189 @@ def _format_of(path, chosen):
     return "txt"
 
 
+class UnreadableFile(click.ClickException):
+    """A file that cannot be read as text: reported and skipped when found in a directory (unless --strict)."""
+
+
+@dataclass
+class InputFile:
+    path: Path
+    kind: str  # "txt", "jsonl", "csv" or "man" (a man page, read through its plain-text rendering)
+    in_directory: bool
+
+
+@dataclass
+class InputFiles:
+    files: list  # of InputFile, in reading order
+    skipped: list  # of (path, reason): files and directories not read
+    directories: list  # of Path: the directories given
+
+
+def _directory_kind(path, chosen_format):
+    """What to read a file found in a directory as, or None when it is of another type."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = os.path.splitext(name)[1]
+    if chosen_format in ("jsonl", "csv"):
+        return chosen_format if suffix in FORMAT_SUFFIXES[chosen_format] else None
+    if suffix in FORMAT_SUFFIXES["txt"]:
+        return "txt"
+    if DOCUMENTATION_NAME.fullmatch(name) and suffix not in NOT_TEXT_SUFFIXES:
+        return "txt"
+    if chosen_format == "auto" and MAN_PAGE_SUFFIX.fullmatch(suffix) and _looks_like_roff(path):
+        return "man"
+    return None
+
+
+def _looks_like_roff(path):
+    """True when a file starts like a man page source: a roff request or comment (a line starting "." or "'")."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as handle:
+            head = handle.read(4096)
+    except (OSError, EOFError, zlib.error):
+        return True  # reported as unreadable when it is read
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    return bool(lines) and lines[0][:1] in (b".", b"'")
+
+
+def _walk_directory(directory, chosen_format, files, skipped):
+    def unreadable(error):
+        skipped.append((error.filename or str(directory), f"unreadable directory ({error.strerror or error})"))
+
+    for root, subdirectories, names in os.walk(directory, onerror=unreadable):
+        for name in sorted(d for d in subdirectories if d.startswith(".")):
+            skipped.append((os.path.join(root, name), "hidden directory"))
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith("."):
+                skipped.append((str(path), "hidden file"))
+            elif not path.is_file():
+                skipped.append((str(path), "not a regular file" if path.exists() else "broken link"))
+            else:
+                kind = _directory_kind(path, chosen_format)
+                if kind is None:
+                    skipped.append((str(path), "other type"))
+                else:
+                    files.append(InputFile(path, kind, True))
+
+
 def input_files(inputs, chosen_format):
-    """The files to read, in order: named files as given, directories searched (sorted) for matching files."""
-    files = []
+    """The files to read, in order: named files as given, directories walked (sorted) for text files.
+
+    In a directory, `auto` and `txt` read .txt, .md, .markdown, .rst and .text files, documentation named by
+    convention (README, README.Debian, changelog, NEWS, COPYING, ... with or without an extension), each also
+    gzipped, and (`auto`) man pages such as ls.1.gz through their plain-text rendering; `jsonl` and `csv` read
+    files with their extensions. Everything else, hidden files and directories (not entered) and unreadable
+    directories are listed in `skipped` with the reason.
+    """
+    files, skipped, directories = [], [], []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            suffixes = FORMAT_SUFFIXES["txt" if chosen_format == "auto" else chosen_format]
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and p.name.lower().removesuffix(".gz").endswith(suffixes)
-            )
-            if not found:
-                raise click.ClickException(f"no {' or '.join(suffixes)} files in directory {given}")
-            files.extend(found)
+            directories.append(path)
+            before = len(files)
+            _walk_directory(path, chosen_format, files, skipped)
+            if len(files) == before:
+                wanted = "text or documentation" if chosen_format in ("auto", "txt") else chosen_format
+                raise click.ClickException(f"no {wanted} files in directory {given}" + _skip_note(skipped))
         elif path.is_file():
-            files.append(path)
+            kind = _format_of(path, chosen_format)
+            files.append(InputFile(path, kind, False))
         elif path.exists():
             raise click.ClickException(f"{given} is not a regular file or directory")
         else:
             raise click.ClickException(f"no such file or directory: {given}")
-    return files
+    return InputFiles(files, skipped, directories)
 
 
-def _read_text(path, encoding):
+def _skip_note(skipped):
+    return f" ({len(skipped):,} other file{'s' if len(skipped) != 1 else ''} or director{'ies' if len(skipped) != 1 else 'y'} skipped)" if skipped else ""
+
+
+def _render_man_page(path):
+    """The plain-text rendering of a man page, by `man -l` (man-db) or else `groff -man`."""
+    environment = dict(os.environ, MANWIDTH="100", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
+    environment.pop("MANPAGER", None)
+    environment.pop("PAGER", None)
+    man, groff = shutil.which("man"), shutil.which("groff")
+    try:
+        if man:
+            command = [man, "-l", "-P", "cat", str(path)]
+            result = subprocess.run(command, capture_output=True, env=environment, timeout=MAN_RENDER_SECONDS,
+                                    stdin=subprocess.DEVNULL)
+        elif groff:
+            data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+            command = [groff, "-man", "-Tutf8", "-P-cbou"]
+            result = subprocess.run(command, input=data, capture_output=True, env=environment,
+                                    timeout=MAN_RENDER_SECONDS)
+        else:
+            raise UnreadableFile(f"{path} is a man page and no renderer is installed (man or groff)")
+    except subprocess.TimeoutExpired:
+        raise UnreadableFile(f"{path} is a man page that took over {MAN_RENDER_SECONDS} s to render") from None
+    except (OSError, gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise UnreadableFile(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    text = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0 or not text.strip():
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UnreadableFile(f"{path} is a man page that {Path(command[0]).name} could not render"
+                             + (f" ({detail[0]})" if detail else ""))
+    return text.replace("\r\n", "\n")
+
+
+def _read_text(path, encoding, trim=False):
+    """The text of a file (gunzipped when it ends in .gz), with line ends made "\\n"; `trim` drops trailing
+    whitespace before decoding, so a file of one long paragraph decodes to exactly that paragraph (no copy is made
+    to strip it: a 100 MB file of text beyond U+FFFF is 400 MB as a Python string)."""
     try:
         data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise click.ClickException(f"{path} is not a valid gzip file ({error})") from None
+        raise UnreadableFile(f"{path} is not a valid gzip file ({error})") from None
     except OSError as error:
-        raise click.ClickException(f"cannot read {path}: {error.strerror or error}") from None
+        raise UnreadableFile(f"cannot read {path}: {error.strerror or error}") from None
+    end = len(data)
+    if trim and "\n \t".encode(encoding, "replace") == b"\n \t":  # ASCII-compatible encodings only
+        while end and data[end - 1] in b" \t\n\r\x0b\x0c":
+            end -= 1
     try:
-        text = data.decode(encoding)
+        text = str(memoryview(data)[:end], encoding)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise click.ClickException(
+        raise UnreadableFile(
             f"{path} line {line} is not valid {encoding} text (byte 0x{data[error.start]:02x}); "
             "convert the file or pass --encoding"
         ) from None
+    del data
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # one or more lines holding only whitespace
+NOT_SPACE = re.compile(r"\S")
+LINE_END_SPACE = re.compile(r"[^\S\n]+\n")
+
+
+def _paragraphs(text):
+    """(first line number, text) of each paragraph: lines separated by blank lines, each line's trailing
+    whitespace and the paragraph's leading and trailing whitespace removed. A paragraph that is the whole text is
+    that same string, not a copy."""
+    line, counted = 1, 0
+    start = 0
+    for separator in [*BLANK_LINES.finditer(text), None]:
+        end = separator.start() if separator else len(text)
+        first = NOT_SPACE.search(text, start, end)
+        if first:
+            last = end
+            while text[last - 1].isspace():
+                last -= 1
+            line += text.count("\n", counted, first.start())
+            counted = first.start()
+            body = text[first.start():last]
+            if LINE_END_SPACE.search(body):
+                body = LINE_END_SPACE.sub("\n", body)
+            yield line, body
+        if separator:
+            start = separator.end()
 
 
 def _text_documents(path, text, split):
@@ -194,16 +356,30 @@ def _text_documents(path, text, split):
             if line.strip():
                 yield Document(0, line.strip(), {"source": source, "line": number}, f"{source} line {number}")
         return
-    paragraph, first_line = [], None
-    for number, line in enumerate(text.split("\n") + [""], start=1):
-        if line.strip():
-            if not paragraph:
-                first_line = number
-            paragraph.append(line.rstrip())
-        elif paragraph:
-            body = "\n".join(paragraph).strip()
+    for first_line, body in _paragraphs(text):
+        if len(body) <= MAX_DOCUMENT_CHARACTERS:
             yield Document(0, body, {"source": source, "line": first_line}, f"{source} line {first_line}")
-            paragraph = []
+            continue
+        for number, (offset, passage) in enumerate(_passages(body), start=1):
+            yield Document(0, passage, {"source": source, "line": first_line, "passage": number, "offset": offset},
+                           f"{source} line {first_line} passage {number}")
+
+
+def _passages(body):
+    """(offset, text) of consecutive passages of at most MAX_DOCUMENT_CHARACTERS, each starting
+    PASSAGE_OVERLAP characters before the previous one ended, cut after whitespace where there is some."""
+    start = 0
+    while True:
+        end = start + MAX_DOCUMENT_CHARACTERS
+        if end >= len(body):
+            yield start, body[start:].strip()
+            return
+        # The last whitespace in the second half of the window, else a hard cut.
+        cut = max(body.rfind(" ", start + MAX_DOCUMENT_CHARACTERS // 2, end),
+                  body.rfind("\n", start + MAX_DOCUMENT_CHARACTERS // 2, end))
+        end = cut + 1 if cut > 0 else end
+        yield start, body[start:end].strip()
+        start = end - PASSAGE_OVERLAP
 
 
 def _record_document(record, where, source, options):
@@ -265,43 +441,116 @@ def _csv_documents(path, text, options):
         raise click.ClickException(f"{path} line {reader.line_num}: {error}") from None
 
 
-def read_documents(path, options):
-    """The documents in one file, each with its id already derived."""
-    text = _read_text(path, options.encoding)
-    format_name = _format_of(path, options.format)
+def read_documents(path, options, kind=None):
+    """The documents in one file, each with its id already derived; `kind` "man" reads a man page's rendering."""
+    if kind == "man":
+        text = _render_man_page(path)
+    else:
+        text = _read_text(path, options.encoding, trim=(kind or _format_of(path, options.format)) in ("txt", "man"))
+    format_name = kind if kind in ("jsonl", "csv") else _format_of(path, options.format) if kind is None else "txt"
     if format_name == "jsonl":
         return list(_jsonl_documents(path, text, options))
     if format_name == "csv":
         return list(_csv_documents(path, text, options))
+    if "\x00" in text and kind is not None:
+        raise UnreadableFile(f"{path} holds binary data (NUL bytes), not text")
     documents = list(_text_documents(path, text, options.split))
+    del text  # a long paragraph's passages are copies: the whole text can go now
     for document in documents:
         document.id = content_id(document.text)
     return documents
 
 
-def gather_documents(files, options):
-    """All documents from `files`, without empty texts and without repeated ids (the first one is kept)."""
-    documents, seen = [], {}
-    empty, repeated = 0, []
-    for path in files:
-        for document in read_documents(path, options):
+@dataclass
+class Reading:
+    """What reading the input has found so far, across the groups of documents it yields."""
+    seen: dict  # document id -> where it was read, for the ids kept
+    read: set  # the files read
+    empty: int = 0
+    repeated: int = 0
+    first_repeat: tuple = None  # (where, where it repeats)
+
+
+def document_groups(inputs, options, strict, reading, group_documents=None, group_characters=None):
+    """Yield the documents of `inputs` (an InputFiles) in groups of about `group_documents` documents or
+    `group_characters` characters (a file's documents stay together), without empty texts and repeated ids (the
+    first is kept), so that indexing never holds more than a group in memory.
+
+    A file found in a directory that cannot be read as text is added to `inputs.skipped` with the reason (with
+    `strict`, it stops the command instead); a file named on the command line always stops it. `reading`
+    (a Reading) collects the files read, the ids kept, and the documents skipped.
+    """
+    group_documents = group_documents or GROUP_DOCUMENTS
+    group_characters = group_characters or GROUP_CHARACTERS
+    group, characters = [], 0
+    for item in inputs.files:
+        try:
+            found = read_documents(item.path, options, item.kind if item.in_directory else None)
+        except UnreadableFile as error:
+            if strict or not item.in_directory:
+                if item.in_directory:
+                    error.message += " (--strict stops at the first file that cannot be read)"
+                raise
+            inputs.skipped.append((str(item.path), FUNCTION_PREFIX.sub("", error.message)))
+            continue
+        reading.read.add(str(item.path))
+        for document in found:
             if not document.text:
-                empty += 1
-            elif document.id in seen:
-                repeated.append((document, seen[document.id]))
+                reading.empty += 1
+            elif document.id in reading.seen:
+                reading.repeated += 1
+                if reading.first_repeat is None:
+                    reading.first_repeat = (document.where, reading.seen[document.id])
             else:
-                seen[document.id] = document.where
-                documents.append(document)
-    if empty:
-        click.echo(f"Skipped {empty:,} document{'s' if empty != 1 else ''} with no text.", err=True)
-    if repeated:
-        document, first = repeated[0]
-        click.echo(
-            f"Skipped {len(repeated):,} repeated document{'s' if len(repeated) != 1 else ''} "
-            f"(same id or text as an earlier one; first: {document.where} repeats {first}).",
-            err=True,
-        )
-    return documents
+                reading.seen[document.id] = document.where
+                group.append(document)
+                characters += len(document.text)
+        del found
+        if len(group) >= group_documents or characters >= group_characters:
+            yield group
+            group, characters = [], 0
+    if group:
+        yield group
+
+
+def report_reading(reading):
+    if reading.empty:
+        click.echo(f"Skipped {_plural(reading.empty, 'document')} with no text.", err=True)
+    if reading.repeated:
+        where, first = reading.first_repeat
+        click.echo(f"Skipped {_plural(reading.repeated, 'repeated document')} "
+                   f"(same id or text as an earlier one; first: {where} repeats {first}).", err=True)
+
+
+def gather_documents(inputs, options, strict=False):
+    """All documents from `inputs` at once (see document_groups()); returns them and the set of files read."""
+    reading = Reading({}, set())
+    documents = [document for group in document_groups(inputs, options, strict, reading) for document in group]
+    report_reading(reading)
+    return documents, reading.read
+
+
+def report_skipped(skipped):
+    """Tell on stderr which files were not read and why: problems one by one, other types counted by suffix."""
+    problems = [(path, reason) for path, reason in skipped if reason not in ("other type", "hidden file")]
+    for path, reason in problems[:MAX_SKIPS_LISTED]:
+        click.echo(f"Skipped {reason if reason.startswith(str(path)) else f'{path}: {reason}'}", err=True)
+    if len(problems) > MAX_SKIPS_LISTED:
+        click.echo(f"Skipped {len(problems) - MAX_SKIPS_LISTED:,} more files or directories that could not be read.",
+                   err=True)
+    others = [path for path, reason in skipped if reason == "other type"]
+    if others:
+        suffixes = {}
+        for path in others:
+            suffix = os.path.splitext(os.path.basename(path).lower().removesuffix(".gz"))[1] or "no extension"
+            suffixes[suffix] = suffixes.get(suffix, 0) + 1
+        common = sorted(suffixes.items(), key=lambda item: (-item[1], item[0]))[:8]
+        click.echo(f"Skipped {len(others):,} file{'s' if len(others) != 1 else ''} of other types ("
+                   + ", ".join(f"{suffix} {count:,}" for suffix, count in common)
+                   + (", ..." if len(suffixes) > len(common) else "") + ").", err=True)
+    hidden = sum(reason == "hidden file" for _, reason in skipped)
+    if hidden:
+        click.echo(f"Skipped {hidden:,} hidden file{'s' if hidden != 1 else ''}.", err=True)
 
 
 # ----------------------------------------------------------------------
@@ -411,7 +660,8 @@ def hit_label(hit):
     if "source_id" in metadata:
         return str(metadata["source_id"])
     if "source" in metadata:
-        return f"{metadata['source']}:{metadata['line']}" if "line" in metadata else str(metadata["source"])
+        label = f"{metadata['source']}:{metadata['line']}" if "line" in metadata else str(metadata["source"])
+        return label + (f"#{metadata['passage']}" if "passage" in metadata else "")
     return str(hit.id)
 
 
@@ -589,22 +839,35 @@ def _index_embedder(spec, dim):
               help="JSON field or CSV column with each document's id; without one, the id is a hash of the text.")
 @click.option("--encoding", default="utf-8", show_default=True, callback=_check_encoding,
               help="Text encoding of the input files.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first file in a directory that cannot be read, instead of reporting and skipping it.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Remove the collection's documents that the input no longer holds: old paragraphs of the files "
+                   "read, and documents of files gone from the directories read.")
 @batch_size_option
 @progress_option
 @click.pass_context
 def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_name, split, text_field, id_field,
-          encoding, batch_size, progress):
-    """Embed the documents in FILE_OR_DIR... and store them in DB.
+          encoding, strict, prune, batch_size, progress):
+    """Embed the documents in FILE_OR_DIR... and store them in DB, so that the collection matches the input.
 
-    Reads plain text and Markdown (one document per paragraph, or per line with --split line), JSON lines
-    (.jsonl, .jsonl.gz) and CSV; a directory is searched for .txt and .md files. A document's id is the
-    input's id field (an integer as is, anything else hashed) or a hash of its text, so running the same
-    command again adds nothing twice: unchanged documents are skipped, changed ones replaced.
+    Reads plain text, Markdown and reStructuredText (one document per paragraph, or per line with --split line),
+    JSON lines (.jsonl, .jsonl.gz) and CSV. A directory is searched for .txt, .md, .rst files, documentation such
+    as README, NEWS or changelog files without an extension, any of them gzipped, and man pages (read through
+    `man` or `groff` when one is installed); files that cannot be read are reported and skipped, and the summary
+    counts every file skipped. A paragraph of up to 1 MiB characters is one document (its vector is the mean over
+    all its words); a longer one is stored as passages of 1 MiB overlapping by 1,000 characters.
+
+    A document's id is the input's id field (an integer as is, anything else hashed) or a hash of its text, so
+    running the same command again adds nothing twice: unchanged documents are skipped, changed ones replaced,
+    and (unless --no-prune) documents no longer in a file read, or from files gone from a directory read, are
+    removed. `sqlitebin delete` removes documents by id or by source file.
     Ctrl-C keeps every committed batch (exit code 130).
 
     \b
     Example:
         sqlitebin index docs.db notes/ --collection notes
+        sqlitebin index docs.db /usr/share/doc --strict
         sqlitebin index docs.db corpus.jsonl.gz --id-field id --text-field text
         sqlitebin index docs.db poems.txt --split line
         sqlitebin index docs.db notes/ --collection m2v --embedder model2vec:models/potion-base-8M
@@ -614,14 +877,21 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_
         format=format_name, split=split, text_field=text_field, id_field=id_field, encoding=encoding,
         id_field_required=ctx.get_parameter_source("id_field") is not click.core.ParameterSource.DEFAULT,
     )
-    written = None  # set once the upsert has finished
+    written = None  # documents committed, once the first group is being written
+    removed = new = changed = documents = 0
+    reading = Reading({}, set())
     try:
-        files = input_files(inputs, format_name)
-        documents = gather_documents(files, options)
-        if not documents:
-            raise click.ClickException(f"no documents with text in {', '.join(inputs)}")
+        found = input_files(inputs, format_name)
+        groups = document_groups(found, options, strict, reading)
+        first = next(groups, None)
+        # With nothing to add, a run still prunes what the input no longer holds, from a collection that exists.
+        nothing = click.ClickException(f"no documents with text in {', '.join(inputs)}" + _skip_note(found.skipped))
+        if first is None and not (prune and reading.read and os.path.exists(db_path)):
+            raise nothing
         with open_database(db_path, create=True) as database:
             embed = _index_embedder(embedder, dim) if embedder not in (None, "wordllama") else None
+            if first is None and name not in database.collections():
+                raise nothing
             if name in database.collections():
                 try:
                     collection = database.collection(name)
@@ -650,31 +920,146 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, embedder, format_
                 collection = database.create_collection(name, embed.dim, embedder=embed, rescore=rescore or "int8")
             else:
                 collection = database.create_collection(name, int(dim or DEFAULT_DIM), rescore=rescore or "int8")
-            stored = {hit.id: hit for hit in collection.get([d.id for d in documents])}
-            changed = [d for d in documents
-                       if d.id not in stored or (stored[d.id].text, stored[d.id].metadata) != (d.text, d.metadata)]
-            new = sum(d.id not in stored for d in changed)
             start = time.perf_counter()
-            committed, finished = upsert_with_progress(collection, changed, batch_size=batch_size,
-                                                       progress=show_progress(progress))
-            if not finished:
-                _interrupted(ctx, committed, len(changed), db_path)
-            written = committed
+            written = 0
+            # Each group of documents is compared with what is stored and written before the next is read.
+            for group in itertools.chain([first] if first else [], groups):
+                group_changed, group_new = _changed_documents(collection, group)
+                committed, finished = upsert_with_progress(collection, group_changed, batch_size=batch_size,
+                                                           progress=show_progress(progress))
+                if not finished:
+                    _interrupted(ctx, written + committed, changed + len(group_changed), db_path)
+                written += committed
+                documents += len(group)
+                changed += len(group_changed)
+                new += group_new
+                del group, group_changed
+            if prune:
+                stale = _stale_ids(collection, set(reading.seen), reading.read, found)
+                if stale:
+                    removed = collection.delete(stale)
             seconds = time.perf_counter() - start
             total = len(collection)
     except KeyboardInterrupt:
-        # An interrupt during the upsert was reported above with the count committed; these come before or after it.
-        if written is None:
+        # An interrupt during an upsert was reported above with the count committed; these come before or after it.
+        if not written:
             click.echo("Interrupted before any document was written.", err=True)
         else:
-            click.echo(f"Interrupted after all {written:,} documents were committed.", err=True)
+            click.echo(f"Interrupted after {_plural(written, 'document')} were committed; run the same command "
+                       "again to index the rest.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    rate = f", {len(changed) / seconds:,.0f} docs/s" if changed and seconds > 0 else ""
+    report_reading(reading)
+    report_skipped(found.skipped)
+    per_second = changed / seconds if changed and seconds > 0 else 0
+    rate = f", {per_second:,.0f} docs/s" if per_second >= 10 else f", {per_second:.2g} docs/s" if per_second else ""
+    skipped = f", {len(found.skipped):,} skipped" if found.skipped else ""
     click.echo(
-        f"Indexed {len(documents):,} documents from {len(files):,} file{'s' if len(files) != 1 else ''} "
-        f"into {db_path} collection {name!r}: {new:,} new, {len(changed) - new:,} updated, "
-        f"{len(documents) - len(changed):,} unchanged ({seconds:.1f} s{rate}); {total:,} documents in all."
+        f"Indexed {_plural(documents, 'document')} from {_plural(len(reading.read), 'file')}{skipped} "
+        f"into {db_path} collection {name!r}: {new:,} new, {changed - new:,} updated, "
+        f"{documents - changed:,} unchanged, {removed:,} removed ({seconds:.1f} s{rate}); "
+        f"{_plural(total, 'document')} in all."
     )
+
+
+def _plural(count, noun):
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+LARGE_TEXT = 1 << 20  # characters; such stored texts are compared in SQL rather than read back
+
+
+def _changed_documents(collection, documents):
+    """The documents that are new or differ from the stored ones (text or metadata), and how many are new."""
+    small = [d for d in documents if len(d.text) <= LARGE_TEXT]
+    stored = {hit.id: (hit.text, hit.metadata) for hit in collection.get([d.id for d in small])}
+    changed = [d for d in small if stored.get(d.id) != (d.text, d.metadata)]
+    new = sum(d.id not in stored for d in changed)
+    del stored
+    for document in documents:
+        if len(document.text) > LARGE_TEXT:
+            rows = collection.conn.execute(
+                f"SELECT text = ?, metadata FROM {collection.tables.documents} WHERE id = ?",
+                (document.text, document.id)).fetchall()
+            if not rows:
+                new += 1
+            if not rows or not rows[0][0] or json.loads(rows[0][1] or "null") != document.metadata:
+                changed.append(document)
+    return changed, new
+
+
+def _documents_by_source(collection):
+    """(id, source) of every document of `collection` that records the file it came from."""
+    return collection.conn.execute(
+        f"SELECT id, json_extract(metadata, '$.source') FROM {collection.tables.documents} "
+        "WHERE json_valid(metadata) AND json_type(metadata, '$.source') = 'text'"
+    ).fetchall()
+
+
+def _stale_ids(collection, current, read, found):
+    """Ids of stored documents the input no longer holds: from a file read now, but not among its documents; or
+    from under a directory read now, from a file that is neither read nor skipped (deleted, or no longer selected).
+    A file skipped because it could not be read keeps its documents."""
+    seen = read | {path for path, _ in found.skipped}
+    directories = [PurePath(directory) for directory in found.directories]
+    stale = []
+    for document_id, source in _documents_by_source(collection):
+        if document_id in current:
+            continue
+        if source in read:
+            stale.append(document_id)
+        elif source not in seen and any(_is_under(PurePath(source), directory) for directory in directories):
+            stale.append(document_id)
+    return stale
+
+
+def _is_under(path, directory):
+    return path != directory and (path.is_absolute() == directory.is_absolute()) and path.is_relative_to(directory)
+
+
+@main.command()
+@click.argument("db_path", metavar="DB", type=click.Path(dir_okay=False))
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=click.IntRange(-(2**63), 2**63 - 1))
+@collection_option(f"Collection to delete from.  [default: the only one, or {DEFAULT_COLLECTION}]")
+@click.option("--source", "sources", multiple=True, metavar="PATH",
+              help="Delete the documents indexed from this file, or from every file under this directory, as "
+                   "`sqlitebin index` recorded it (metadata.source). Repeatable.")
+def delete(db_path, ids, collection_name, sources):
+    """Delete documents from DB by id (the integer ids `search --json` shows) or by the file they came from.
+
+    Runs `Collection.delete()` with the ids given and those of the documents indexed from each --source, in one
+    transaction; prints how many documents were deleted and how many ids were not found.
+
+    \b
+    Example:
+        sqlitebin delete docs.db 1234 5678
+        sqlitebin delete docs.db --source notes/old.md
+        sqlitebin delete docs.db --source notes/archive --collection notes
+    """
+    if not ids and not sources:
+        raise click.ClickException("give the ids of the documents to delete, or --source PATH")
+    if db_path != ":memory:" and not os.path.exists(db_path):
+        raise click.ClickException(f"no database at {db_path}; create one with: sqlitebin index {db_path} FILE")
+    with open_database(db_path, create=True) as database:
+        collection = open_collection(database, db_path, collection_name)
+        wanted = list(dict.fromkeys(ids))
+        matched = {}
+        if sources:
+            recorded = _documents_by_source(collection)
+            for source in sources:
+                path = PurePath(source)
+                matched[source] = [document_id for document_id, stored in recorded
+                                   if stored == source or _is_under(PurePath(stored), path)]
+                wanted.extend(matched[source])
+        wanted = list(dict.fromkeys(wanted))
+        deleted = collection.delete(wanted) if wanted else 0
+        total = len(collection)
+    for source, found in matched.items():
+        if not found:
+            click.echo(f"No documents from {source} in collection {collection.name!r}.", err=True)
+    missing = len(wanted) - deleted
+    click.echo(f"Deleted {_plural(deleted, 'document')} from {db_path} collection {collection.name!r}"
+               + (f" ({_plural(missing, 'id')} not found)" if missing else "")
+               + f"; {_plural(total, 'document')} left.")
 
 
 @main.command()

@@ -12,6 +12,8 @@ Hamming bits between the query's code and the document's.
 """
 
 import contextlib
+import functools
+import inspect
 import json
 import math
 import re
@@ -57,20 +59,55 @@ class Hit:
 
 @contextlib.contextmanager
 def transaction(conn):
-    """`with conn:` (one savepoint), raising the error that broke the transaction.
+    """A write transaction on `conn`: BEGIN IMMEDIATE ... COMMIT, or a savepoint inside one already open.
 
-    After SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM SQLite may roll the whole transaction
-    back itself; apsw's exit then fails to roll back the savepoint and raises "cannot
-    rollback - no transaction is active", hiding the real error ("database or disk is full").
+    Beginning as a write makes a busy database wait (up to the connection's busy timeout) at BEGIN. A deferred
+    transaction that reads first and then writes cannot wait: SQLite fails its upgrade to a write at once with
+    "database is locked", since waiting could deadlock against the other writer
+    (https://sqlite.org/lang_transaction.html). Inside a transaction the caller opened, a savepoint keeps the
+    caller in charge of the commit. Any exception rolls back and is raised as it is; after SQLITE_FULL,
+    SQLITE_IOERR or SQLITE_NOMEM, when SQLite has already rolled back by itself, the real error is raised rather
+    than "cannot rollback - no transaction is active".
     """
+    if conn.in_transaction:
+        try:
+            with conn:
+                yield
+        except apsw.SQLError as error:
+            cause = error.__context__
+            if isinstance(cause, apsw.Error) and "no transaction is active" in str(error):
+                raise cause from None
+            raise
+        return
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        with conn:
-            yield
-    except apsw.SQLError as error:
-        cause = error.__context__
-        if isinstance(cause, apsw.Error) and "no transaction is active" in str(error):
-            raise cause from None
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
+
+
+def serialised(cls):
+    """Class decorator: every public method (and len()) runs holding the owning Database's lock.
+
+    A Database and its collections may then be used from several threads, one call at a time: an apsw connection
+    used by two threads at once raises ThreadingViolationError. For searches that run in parallel, open one
+    Database per thread (each with its own connection).
+    """
+    def wrap(method):
+        @functools.wraps(method)
+        def locked(self, *args, **kwargs):
+            with getattr(self, "database", self).lock:
+                return method(self, *args, **kwargs)
+        return locked
+
+    for name, value in list(vars(cls).items()):
+        # Plain methods only: properties, static and class methods keep their own behaviour.
+        if inspect.isfunction(value) and (not name.startswith("_") or name == "__len__"):
+            setattr(cls, name, wrap(value))
+    return cls
 
 
 def _check_int(function, name, value, low, high):
@@ -114,10 +151,14 @@ def check_where(function, where):
             raise ValueError(f"{function}: where must not contain SQL comments, got {where!r}")
         elif ch == ";":
             raise ValueError(f"{function}: where must be a single SQL condition without ';', got {where!r}")
+        elif ch == "?":
+            # The search binds its own named parameters, so a positional one could never get a value.
+            raise ValueError(f"{function}: where must use named parameters such as :id, not '?', got {where!r}")
         i += 1
     return where
 
 
+@serialised
 class Collection:
     """A named set of documents in a sqlitebin database. Get one from `Database.create_collection()`
     or `Database.collection()`; do not construct it directly."""
@@ -292,12 +333,26 @@ class Collection:
         t = self.tables
         with transaction(self.conn):
             if new_ranges is not None:
-                self.conn.execute(
-                    "UPDATE sqlitebin_collections SET ranges = ? WHERE name = ?", (new_ranges.tobytes(), self.name)
-                )
+                # Another connection may have calibrated the collection since this one was opened: its ranges win,
+                # so that every stored vector is read back with the ranges it was quantized with.
+                current = self.conn.execute(
+                    "SELECT ranges FROM sqlitebin_collections WHERE name = ?", (self.name,)).fetchall()
+                if current and current[0][0] is not None:
+                    new_ranges = None
+                    self.ranges = np.frombuffer(current[0][0], dtype=quantize.FLOAT32).copy()
+                    stored = quantize.int8_quantize(vectors, self.ranges)
+                else:
+                    self.conn.execute(
+                        "UPDATE sqlitebin_collections SET ranges = ? WHERE name = ?", (new_ranges.tobytes(), self.name)
+                    )
             if ids is None:
-                first = self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {t.documents}").fetchall()[0][0]
-                ids = list(range(first, first + len(vectors)))
+                largest = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {t.documents}").fetchall()[0][0]
+                if largest > 2**63 - 1 - len(vectors):
+                    raise ValueError(
+                        f"{function}: cannot number {len(vectors)} new documents after the largest id, {largest} "
+                        f"(ids are 64-bit integers up to {2**63 - 1}); pass ids="
+                    )
+                ids = list(range(largest + 1, largest + 1 + len(vectors)))
             elif not replace:
                 clash = self.conn.execute(
                     f"SELECT id FROM {t.documents} WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1",

@@ -6,11 +6,12 @@ the `sqlitebin_collections` table, and reopening a file uses exactly those.
 """
 
 import os
+import threading
 
 import apsw
 
 from . import quantize
-from .collection import STORED_KINDS, Collection, _check_choice, _check_int, transaction
+from .collection import STORED_KINDS, Collection, _check_choice, _check_int, serialised, transaction
 from .embedding import WORDLLAMA_DIMS, embedder_name, named_embedder_prefix, resolve_embedder
 from .extension import load
 from .schema import (
@@ -49,8 +50,14 @@ def embedder_for(spec, dim):
     return resolve_embedder(spec)
 
 
+@serialised
 class Database:
-    """An apsw connection (`.conn`) with sqlitebin loaded, and the collections in it."""
+    """An apsw connection (`.conn`) with sqlitebin loaded, and the collections in it.
+
+    A Database and its collections may be shared by threads: their methods take turns on one lock
+    (`.lock`), so calls are serialised, never concurrent. To search in parallel, open one Database per
+    thread. Using `.conn` directly from several threads at once is not covered by the lock.
+    """
 
     def __init__(self, path=":memory:", *, readonly=False, create=True):
         path = os.fspath(path)
@@ -58,6 +65,7 @@ class Database:
             raise FileNotFoundError(f"connect(): no database at {path!r}")
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         self.path = path
+        self.lock = threading.RLock()
         self.conn = apsw.Connection(path, flags=flags)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         load(self.conn)
@@ -159,6 +167,7 @@ class Database:
         if settings is None:
             known = ", ".join(map(repr, self.collections())) or "none"
             raise KeyError(f"{function}: no collection named {name!r} (collections: {known})")
+        _check_registry_entry(function, name, settings)
         if settings["schema_version"] != SCHEMA_VERSION:
             raise ValueError(
                 f"{function}: collection {name!r} has schema version {settings['schema_version']}, "
@@ -216,6 +225,45 @@ class Database:
     def _settings(self, name):
         if not self._has_registry():
             return None
-        rows = self.conn.execute(
-            f"SELECT {', '.join(REGISTRY_COLUMNS)} FROM {REGISTRY} WHERE name = ?", (name,)).fetchall()
-        return dict(zip(REGISTRY_COLUMNS, rows[0])) if rows else None
+        try:
+            rows = self.conn.execute(
+                f"SELECT {', '.join(REGISTRY_COLUMNS)} FROM {REGISTRY} WHERE name = ?", (name,)).fetchall()
+        except apsw.SQLError as error:
+            raise ValueError(
+                f"Database.collection(): the {REGISTRY} table of {self.path} is damaged or from another version "
+                f"of sqlitebin ({error})") from None
+        if not rows:
+            return None
+        settings = dict(zip(REGISTRY_COLUMNS, rows[0]))
+        tables = TableNames(name)
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (tables.collection + "_documents",)).fetchall():
+            raise ValueError(f"Database.collection(): collection {name!r} is damaged: {REGISTRY} lists it but its "
+                             f"table {tables.documents} is missing")
+        return settings
+
+
+def _check_registry_entry(function, name, settings):
+    """Raise ValueError, in one sentence, when a collection's stored settings cannot be what sqlitebin wrote."""
+    def damaged(problem):
+        return ValueError(f"{function}: the {REGISTRY} entry of collection {name!r} is damaged: {problem}")
+
+    dim = settings["dim"]
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+        raise damaged(f"dim is {dim!r}, not an integer from 1 to 65536")
+    if settings["code_bytes"] != (dim + 7) // 8:
+        raise damaged(f"code_bytes is {settings['code_bytes']!r}, not {(dim + 7) // 8} (dim {dim})")
+    if settings["rescore"] not in STORED_KINDS:
+        raise damaged(f"rescore is {settings['rescore']!r}, not one of {', '.join(STORED_KINDS)}")
+    for column, size in (("thresholds", 4 * dim), ("ranges", 8 * dim)):
+        value = settings[column]
+        if value is not None and (not isinstance(value, bytes) or len(value) != size):
+            got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+            raise damaged(f"{column} is {got}, not a float32 BLOB of {size} bytes (dim {dim})")
+    chunk_codes = settings["chunk_codes"]
+    if isinstance(chunk_codes, bool) or not isinstance(chunk_codes, int) or chunk_codes < 1:
+        raise damaged(f"chunk_codes is {chunk_codes!r}, not a positive integer")
+    if settings["fts"] not in (0, 1):
+        raise damaged(f"fts is {settings['fts']!r}, not 0 or 1")
+    if settings["embedder"] is not None and not isinstance(settings["embedder"], str):
+        raise damaged(f"embedder is {settings['embedder']!r}, not a name")

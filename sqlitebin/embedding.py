@@ -62,19 +62,90 @@ class WordLlamaEmbedder:
                     f"WordLlamaEmbedder(): texts must be strings, item {position} is {type(text).__name__}"
                 )
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start : start + self.batch_size]
+        short = [row for row, text in enumerate(texts) if len(text) <= WINDOW_CHARACTERS]
+        for start in range(0, len(short), self.batch_size):
+            rows = short[start : start + self.batch_size]
             # Same tokenization as WordLlamaInference.embed(): no special tokens, no truncation.
-            encodings = self._tokenizer.encode_batch(batch, add_special_tokens=False)
+            encodings = self._tokenizer.encode_batch([texts[row] for row in rows], add_special_tokens=False)
             # Pooling each text on its own, rather than padding the batch to its longest text as WordLlama does,
             # keeps memory in proportion to the tokens actually present and is about twice as fast here.
-            for row, encoding in enumerate(encodings, start=start):
+            for row, encoding in zip(rows, encodings):
                 if encoding.ids:
                     vectors[row] = self._weights[encoding.ids].mean(axis=0)
+        for row, text in enumerate(texts):
+            if len(text) > WINDOW_CHARACTERS:
+                vectors[row] = self._long_text_mean(text)
         # WordLlama's own norm=True divides by zero for token-less texts and returns NaN; such rows stay zero here.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
         return vectors
+
+    def _long_text_mean(self, text: str) -> np.ndarray:
+        """The mean token vector of a long text, in memory that does not grow with the text.
+
+        The text is tokenized a window at a time and only a count per vocabulary entry is kept, so the cost is
+        linear in the text and the memory is one window plus the counts; the mean is counts x weights / tokens.
+        """
+        counts = np.zeros(self._weights.shape[0], dtype=np.int64)
+        for windows in _batches(text_windows(text), WINDOW_BATCH):
+            for encoding in self._tokenizer.encode_batch(windows, add_special_tokens=False):
+                if encoding.ids:
+                    counts += np.bincount(np.asarray(encoding.ids, dtype=np.int64), minlength=len(counts))
+        tokens = int(counts.sum())
+        if tokens == 0:
+            return np.zeros(self.dim, dtype=np.float32)
+        total = np.zeros(self.dim, dtype=np.float64)
+        used = np.flatnonzero(counts)
+        for start in range(0, len(used), WEIGHT_ROWS):  # in blocks, so no copy of the whole weights table is made
+            rows = used[start : start + WEIGHT_ROWS]
+            total += counts[rows].astype(np.float64) @ self._weights[rows].astype(np.float64)
+        return (total / tokens).astype(np.float32)
+
+
+# Texts longer than this many characters are tokenized in windows of about this size (see text_windows()).
+WINDOW_CHARACTERS = 1 << 16
+WEIGHT_ROWS = 4096
+WINDOW_BATCH = 16  # windows tokenized in one call (the tokenizer runs a batch on several threads)
+# A window ends at a space with no space on either side: the WordLlama (Llama 2) tokenizer has no pre-tokenizer, but
+# no token in its vocabulary holds "▁" (the space) after another character, so no token crosses such a space, and a
+# window that starts after it is tokenized exactly as that part of the whole text (its normalizer prepends the "▁").
+WINDOW_CUT = re.compile(r"(?<! ) (?! )")
+
+
+def text_windows(text: str, size: int = WINDOW_CHARACTERS):
+    """Yield consecutive pieces of ``text`` of at most about ``size`` characters whose WordLlama tokens, taken
+    together, are the tokens of the whole text.
+
+    Each piece after the first starts after a single space that ends the previous piece. A stretch of ``size``
+    characters without such a space (text without spaces, such as Chinese or Japanese, or long runs of spaces) is
+    cut where it reaches ``size``: only the tokens at that cut can differ from tokenizing the whole text.
+    """
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = None
+        # The last single space in the second half of the window, so windows stay at least half full.
+        # (endpos is one past the window so the lookahead sees the character after its last one)
+        for match in WINDOW_CUT.finditer(text, start + size // 2, end + 1):
+            cut = match.start()
+        if cut is None:
+            yield text[start:end]
+            start = end
+        else:
+            yield text[start:cut]
+            start = cut + 1
+    yield text[start:]
+
+
+def _batches(items, size):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _wordllama_package_dir() -> Optional[Path]:

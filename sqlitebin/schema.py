@@ -21,6 +21,11 @@ SCHEMA_VERSION = 1
 BIT_LAYOUT = "packbits"  # bit i is bit 7 - i % 8 of byte i // 8, set where value > threshold
 REGISTRY = "sqlitebin_collections"
 MAX_NAME_LENGTH = 128
+# The FTS5 tokenizer of text collections: porter stemming over unicode61, with Chinese, Japanese and Korean cut
+# into overlapping character pairs by the extension's sqlitebin_cjk wrapper (ext/tokenizer.h), so that a word
+# inside a sentence written without spaces is found (東京 in 東京は日本の首都です). Reading or writing the FTS
+# table needs the extension loaded.
+FTS_TOKENIZER = "sqlitebin_cjk porter unicode61"
 
 REGISTRY_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REGISTRY} (
@@ -114,7 +119,7 @@ def collection_ddl(tables, rescore, fts):
     if fts:
         statements += [
             f"""CREATE VIRTUAL TABLE {t.fts} USING fts5(text, content={quote_literal(tables.collection + '_documents')},
-                content_rowid='id', tokenize='porter unicode61')""",
+                content_rowid='id', tokenize='{FTS_TOKENIZER}')""",
             f"""CREATE TRIGGER {t.trigger('fts_insert')} AFTER INSERT ON {t.documents} BEGIN
                 INSERT INTO {t.fts} (rowid, text) VALUES (new.id, new.text); END""",
             f"""CREATE TRIGGER {t.trigger('fts_update')} AFTER UPDATE ON {t.documents} BEGIN

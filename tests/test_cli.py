@@ -204,7 +204,7 @@ def test_ctrl_c_while_reading_writes_nothing(sample, tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "gather_documents", interrupted)
+    monkeypatch.setattr(cli, "read_documents", interrupted)
     result = run("index", tmp_path / "never.db", sample[0], ok=False)
     assert result.exit_code == 130 and "Interrupted before any document was written." in result.output
     assert not (tmp_path / "never.db").exists()
@@ -344,7 +344,7 @@ def test_index_nothing_to_index(tmp_path):
     assert error_line(run("index", tmp_path / "x.db", tmp_path / "empty.txt", ok=False)) == (
         f"Error: no documents with text in {tmp_path / 'empty.txt'}")
     assert error_line(run("index", tmp_path / "x.db", tmp_path / "folder", ok=False)) == (
-        f"Error: no .txt or .md files in directory {tmp_path / 'folder'}")
+        f"Error: no text or documentation files in directory {tmp_path / 'folder'}")
 
 
 def test_index_into_a_file_that_is_not_a_database(tmp_path, notes):

@@ -162,8 +162,10 @@ def test_bench_quick_runs_every_available_engine():
     assert ingest["vector_file_bytes_per_document"] > 32 + 256  # code + int8 vector at least
     assert [t["target"].split(":")[0] for t in result["targets"]] == ["ingest with WordLlama",
                                                                          "ingest of precomputed vectors"]
+    assert [t["met"] for t in result["targets"]] == [None, None]  # a quick run is too small to judge its targets
     text = bench_report(result)
     assert "256-bit codes, top 100" in text and "documents/s" in text
+    assert "NOT met" not in text and text.count("not judged (--quick run)") == 2
     json.dumps(result)
 
 
