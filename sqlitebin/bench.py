@@ -1,11 +1,11 @@
 """Scan and ingest speed against peers, measured in one run on one machine: `sqlitebin bench`.
 
 Scan: random binary codes (100k, 1M and 4M of them; 256 and 1024 bits) are searched for their k = 100 nearest by
-Hamming distance, one query at a time, by sqlitebin's fast path (the `sqlitebin_knn` chunk scan, Hamming and
-asymmetric), its scalar path (a row scan ordered by `hamming()`), sqlite-vec (a `vec_distance_hamming()` scan and a
+Hamming distance, one query at a time, by sqlitebin's fast path (a `sqlitebin` virtual table queried with
+`vector MATCH :code AND k = 100`, Hamming and asymmetric), its scalar path (a row scan ordered by `hamming()`), sqlite-vec (a `vec_distance_hamming()` scan and a
 `vec0` KNN query), faiss `IndexBinaryFlat` on one thread, usearch's exact `b1` Hamming search on one thread and
 NumPy (`bitwise_count` + `argpartition`). The SQLite engines share one in-memory database, so every engine reads
-codes from RAM (and `sqlitebin_knn` from its per-connection chunk cache once the warm-up query has filled it).
+codes from RAM. The sqlitebin index is filled through SQL INSERTs, as a user fills it.
 Before a time counts, each engine's answer is checked against a NumPy brute force (sorted distances, so ties cannot
 hide a wrong answer). Each engine is warmed up on one query, then timed on `repeat` others; the
 median is reported, and as a ratio to sqlitebin's fast path. Peers are optional (`pip install sqlitebin[bench]`):
@@ -53,8 +53,8 @@ BASELINE = "sqlitebin-knn"
 
 # key -> label, in report order.
 ENGINES = {
-    "sqlitebin-knn": "sqlitebin: sqlitebin_knn, hamming (fast path)",
-    "sqlitebin-knn-asymmetric": "sqlitebin: sqlitebin_knn, asymmetric",
+    "sqlitebin-knn": "sqlitebin: index MATCH, hamming (fast path)",
+    "sqlitebin-knn-asymmetric": "sqlitebin: index MATCH, asymmetric",
     "sqlitebin-scalar": "sqlitebin: ORDER BY hamming() (scalar path)",
     "sqlite-vec-scan": "sqlite-vec: ORDER BY vec_distance_hamming()",
     "sqlite-vec-vec0": "sqlite-vec: vec0 KNN",
@@ -64,8 +64,10 @@ ENGINES = {
 }
 
 SQL = {
-    "sqlitebin-knn": f"SELECT id, distance FROM sqlitebin_knn('{COLLECTION}', :query, :k)",
-    "sqlitebin-knn-asymmetric": f"SELECT id, distance FROM sqlitebin_knn('{COLLECTION}', :query, :k, 'asymmetric')",
+    "sqlitebin-knn": (f'SELECT rowid, distance FROM "{COLLECTION}_index" '
+                      "WHERE vector MATCH :query AND k = :k AND candidates = 'hamming' AND rescore = 'none'"),
+    "sqlitebin-knn-asymmetric": (f'SELECT rowid, distance FROM "{COLLECTION}_index" '
+                                 "WHERE vector MATCH :query AND k = :k AND candidates = 'asymmetric' AND rescore = 'none'"),
     "sqlitebin-scalar": f'SELECT id FROM "{COLLECTION}_codes" ORDER BY hamming(code, :query) LIMIT :k',
     "sqlite-vec-scan": (f'SELECT id FROM "{COLLECTION}_codes" '
                         "ORDER BY vec_distance_hamming(vec_bit(code), vec_bit(:query)) LIMIT :k"),
@@ -221,31 +223,26 @@ def _time_engine(run, queries, repeat):
 
 
 def _build_sqlitebin(database, codes, bits):
-    """A codes-only collection filled straight through SQL: rows in `bench_codes` and chunks in `bench_chunks`.
-
-    This is what `Collection.add()` stores, written without float vectors (4M x 1024 floats would be 16 GB).
-    The chunk layout (ids as little-endian int64, codes concatenated) is the one in sqlitebin/schema.py.
-    """
-    collection = database.create_collection(COLLECTION, bits, embedder=None, rescore="none")
-    t = collection.tables
+    """The benchmark's tables, built through SQL only: the `sqlitebin` index `bench_index` (rescore=none,
+    so it stores the codes alone) filled by INSERTs of +1/-1 float32 vectors whose signs are the codes, and a
+    plain `bench_codes(id, code)` table for the row-scan engines (`hamming()`, `vec_distance_hamming()`)."""
     conn = database.conn
-    ids = np.arange(len(codes), dtype="<i8")
+    ids = range(len(codes))
     with conn:
-        conn.executemany(f"INSERT INTO {t.codes} (id, code) VALUES (?, ?)",
-                         zip(range(len(codes)), (code.tobytes() for code in codes)))
-        # The insert trigger logged every row as a change; the chunks written next hold them all.
-        conn.execute(f"DELETE FROM {t.changes}")
-        size = collection.chunk_codes
-        conn.executemany(
-            f"INSERT INTO {t.chunks} (count, min_id, max_id, ids, codes) VALUES (?, ?, ?, ?, ?)",
-            ((len(ids[s : s + size]), int(ids[s]), int(ids[s : s + size][-1]), ids[s : s + size].tobytes(),
-              codes[s : s + size].tobytes()) for s in range(0, len(codes), size)),
-        )
-    info = collection.info()
-    if info["chunked_codes"] != len(codes) or info["pending_changes"] != 0:
-        raise RuntimeError(f"bench(): the benchmark collection holds {info['chunked_codes']} chunked codes and "
-                           f"{info['pending_changes']} pending changes, expected {len(codes)} and 0")
-    return collection
+        conn.execute(f'CREATE VIRTUAL TABLE "{COLLECTION}_index" USING sqlitebin(dim={bits}, rescore=none)')
+        block = 65536
+        for start in range(0, len(codes), block):
+            signs = np.unpackbits(codes[start:start + block], axis=1).astype(np.float32) * 2 - 1
+            rows = signs.tobytes()
+            width = 4 * bits
+            conn.executemany(f'INSERT INTO "{COLLECTION}_index" (rowid, vector) VALUES (?, ?)',
+                             ((start + i, rows[i * width:(i + 1) * width]) for i in range(len(signs))))
+        conn.execute(f'CREATE TABLE "{COLLECTION}_codes" (id INTEGER PRIMARY KEY, code BLOB NOT NULL)')
+        conn.executemany(f'INSERT INTO "{COLLECTION}_codes" (id, code) VALUES (?, ?)',
+                         zip(ids, (code.tobytes() for code in codes)))
+    count = conn.execute(f'SELECT count(*) FROM "{COLLECTION}_index_rowids"').fetchall()[0][0]
+    if count != len(codes):
+        raise RuntimeError(f"bench(): the benchmark index holds {count} rows, expected {len(codes)}")
 
 
 def _scan_one_size(n, bits, k, repeat, rng, peers, log):
@@ -490,10 +487,10 @@ def check_targets(result: dict) -> list:
         faiss = _median_ms(result, "faiss", 1_000_000, 256)
         asymmetric = _median_ms(result, "sqlitebin-knn-asymmetric", 1_000_000, 256)
         if vec0:
-            targets.append({"target": "1M x 256 bits, k=100: sqlitebin_knn at least 20x faster than sqlite-vec vec0",
+            targets.append({"target": "1M x 256 bits, k=100: the sqlitebin index at least 20x faster than sqlite-vec vec0",
                             "value": f"{vec0 / knn:.1f}x faster", "met": vec0 / knn >= 20})
         if faiss:
-            targets.append({"target": "1M x 256 bits, k=100: sqlitebin_knn within 2x of faiss IndexBinaryFlat "
+            targets.append({"target": "1M x 256 bits, k=100: the sqlitebin index within 2x of faiss IndexBinaryFlat "
                                       "(1 thread)",
                             "value": f"{knn / faiss:.2f}x faiss's time", "met": knn / faiss <= 2})
         if asymmetric:
