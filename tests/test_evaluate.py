@@ -80,9 +80,10 @@ def test_evaluate_exact_baseline_and_bytes(small_result):
     assert exact["ndcg_at_10"] == small_result["exact_ndcg_at_10"] > 0.5
     assert exact["bytes_per_document"] == 4 * 256
     bytes_by_mode = {row["mode"]: row["bytes_per_document"] for row in small_result["results"]}
-    assert bytes_by_mode["hamming"] == bytes_by_mode["asymmetric"] == 2 * 32  # codes in rows and in chunks
-    assert bytes_by_mode["hamming + int8"] == 2 * 32 + 256
-    assert bytes_by_mode["asymmetric + float32"] == 2 * 32 + 4 * 256
+    # What the index's shadow tables take in the file (dbstat pages) per document.
+    assert 32 <= bytes_by_mode["hamming"] == bytes_by_mode["asymmetric"] < bytes_by_mode["hamming + int8"]
+    assert 32 + 256 <= bytes_by_mode["hamming + int8"] < bytes_by_mode["asymmetric + float32"]
+    assert 32 + 4 * 256 <= bytes_by_mode["asymmetric + float32"]
 
 
 def test_evaluate_quality_on_the_slice(small_result):

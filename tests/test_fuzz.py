@@ -378,7 +378,7 @@ def knn_collection():
         db = _state["db"]
         rng = np.random.default_rng(11)
         thresholds = np.round(rng.standard_normal(KNN_DIM) * 0.1, 2).astype(np.float32)
-        collection = db.create_collection("fz", dim=KNN_DIM, embedder=None, rescore="none", chunk_codes=7,
+        collection = db.create_collection("fz", dim=KNN_DIM, embedder=None, rescore="none", chunk_size=64,
                                           thresholds=thresholds)
         ids = sorted(rng.choice(np.arange(-500, 500), 120, replace=False).tolist())
         vectors = rng.standard_normal((120, KNN_DIM)).astype(np.float32)

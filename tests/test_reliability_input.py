@@ -157,7 +157,7 @@ KNN_NAME = "we'ird \"name\"; DROP TABLE victim; --"
 def knn_db():
     db = sqlitebin.connect(":memory:")
     db.conn.execute("CREATE TABLE victim (x)")
-    collection = db.create_collection(KNN_NAME, dim=16, embedder=None, rescore="none", chunk_codes=8)
+    collection = db.create_collection(KNN_NAME, dim=16, embedder=None, rescore="none", chunk_size=64)
     vectors = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
     collection.add(vectors=vectors)
     yield db, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -264,7 +264,7 @@ def test_knn_without_a_registry(conn):
 def test_knn_on_a_tampered_registry_gives_errors_not_crashes():
     """A database file is input too: nonsense in the registry gives an SQL error, never a crash."""
     db = sqlitebin.connect(":memory:")
-    db.create_collection("c", dim=16, embedder=None, rescore="none", chunk_codes=8).add(vectors=np.ones((20, 16)))
+    db.create_collection("c", dim=16, embedder=None, rescore="none", chunk_size=64).add(vectors=np.ones((20, 16)))
     for dim in (0, -1, -8, -100, 100_000, 2**31 - 1, -(2**31), 2**40, 2**32 + 16, "sixteen", 1e300):
         db.conn.execute("UPDATE sqlitebin_collections SET dim = ? WHERE name = 'c'", (dim,))
         for query, mode in ((b"", "hamming"), (CODE, "hamming"), (b"", "asymmetric"), (FLOATS, "asymmetric")):
@@ -382,7 +382,8 @@ def snapshot(db):
     contents = {table: conn.execute(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}"').fetchall()
                 for table in tables if not table.endswith(("_data", "_idx", "_config", "_docsize"))}
     query = np.linspace(-1, 1, 16)
-    searches = [[h.id for h in db.collection("vectors").search(query, 10, method=method)] for method in ("knn", "sql")]
+    searches = [[h.id for h in db.collection("vectors").search(query, 10, candidates=candidates)]
+                for candidates in ("asymmetric", "hamming")]
     searches.append([h.id for h in db.collection("texts", embedder=toy_embedder).search("sqlite", 5, mode="hybrid")])
     return tables, contents, searches
 
@@ -429,7 +430,6 @@ API_CASES = [
     ("rescore unknown", lambda v, t: v.search(Q, rescore="int4"), ValueError, r"rescore must be one of"),
     ("rescore not stored", lambda v, t: v.search(Q, rescore="float32"), ValueError, r"rescore='float32' needs float32 vectors"),
     ("candidates unknown", lambda v, t: v.search(Q, candidates="cosine"), ValueError, r"candidates must be one of"),
-    ("method unknown", lambda v, t: v.search(Q, method="faiss"), ValueError, r"method must be one of"),
     ("vector_weight NaN", lambda v, t: t.search("x", mode="hybrid", vector_weight=float("nan")), ValueError,
      r"vector_weight must be a number from 0 to 100, got nan"),
     # where: SQL injection, comments, bad SQL, missing parameters, non-UTF-8
@@ -524,14 +524,16 @@ def test_collection_names_are_quoted_everywhere(tmp_path, name):
     db = sqlitebin.connect(path)
     db.conn.execute("CREATE TABLE victim (x)")
     db.conn.execute("INSERT INTO victim VALUES (1)")
-    collection = db.create_collection(name, dim=16, embedder=toy_embedder, fts=True, chunk_codes=4)
+    collection = db.create_collection(name, dim=16, embedder=toy_embedder, fts=True, chunk_size=64)
     vectors = np.random.default_rng(1).standard_normal((30, 16))
     ids = collection.add([f"text {i} sqlite" for i in range(30)], vectors=vectors)
     knn = [h.id for h in collection.search(vectors[3], 5)]
-    assert knn[0] == ids[3] and knn == [h.id for h in collection.search(vectors[3], 5, method="sql")]
+    assert knn[0] == ids[3]
     assert collection.search("sqlite", 3, mode="keyword") and collection.search("text", 3, mode="hybrid")
-    code = np.packbits(vectors[3] > 0).tobytes()
-    assert db.conn.execute("SELECT id FROM sqlitebin_knn(?, ?, 1)", (name, code)).fetchall() == [(ids[3],)]
+    index = '"' + (name + "_index").replace('"', '""') + '"'
+    query = (vectors[3] / np.linalg.norm(vectors[3])).astype("<f4").tobytes()
+    assert db.conn.execute(f"SELECT rowid FROM {index} WHERE vector MATCH ? AND k = 1", (query,)).fetchall() == [
+        (ids[3],)]
     collection.delete(ids[:10])
     collection.upsert(["changed"], vectors=vectors[:1], ids=[ids[20]])
     db.close()
@@ -539,7 +541,7 @@ def test_collection_names_are_quoted_everywhere(tmp_path, name):
     assert db.collections() == [name]
     reopened = db.collection(name, embedder=toy_embedder)
     assert len(reopened) == 20 and reopened.get([ids[20]])[0].text == "changed"
-    assert reopened.info()["pending_changes"] == 0
+    assert reopened.info()["documents"] == 20
     db.drop_collection(name)
     assert db.conn.execute("SELECT x FROM victim").fetchall() == [(1,)]
     assert [r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")] == ["victim", "sqlitebin_collections",
