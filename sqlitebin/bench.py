@@ -240,7 +240,7 @@ def _build_sqlitebin(database, codes, bits):
         conn.execute(f'CREATE TABLE "{COLLECTION}_codes" (id INTEGER PRIMARY KEY, code BLOB NOT NULL)')
         conn.executemany(f'INSERT INTO "{COLLECTION}_codes" (id, code) VALUES (?, ?)',
                          zip(ids, (code.tobytes() for code in codes)))
-    count = conn.execute(f'SELECT count(*) FROM "{COLLECTION}_index_rowids"').fetchall()[0][0]
+    count = conn.execute(f'SELECT count(*) FROM "{COLLECTION}_index"').fetchall()[0][0]
     if count != len(codes):
         raise RuntimeError(f"bench(): the benchmark index holds {count} rows, expected {len(codes)}")
 

@@ -385,3 +385,34 @@ def test_vacuum_after_deleting_half_shrinks_the_file(tmp_path):
         assert db.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert collection.search(documents[1]["text"], 1)[0].id == ids[1]
         assert [h.id for h in collection.search(documents[1]["text"][:40], 1, mode="keyword")] == [ids[1]]
+
+
+def test_search_sql_runs_unchanged_in_the_sqlite3_shell(tmp_path):
+    """The printed statement, its parameters set with `.parameter set`, in the sqlite3 shell: no Python in that process."""
+    import shutil
+    import subprocess
+
+    shell = shutil.which("sqlite3")
+    if shell is None:
+        pytest.skip("no sqlite3 shell on PATH")
+    path = tmp_path / "shell.db"
+    with sqlitebin.connect(path) as db:
+        collection, _ = make(db, n=300)
+        query = collection.query_vector(random_vectors(1, 64, 21)[0])
+        where = "json_extract(coalesce(metadata, '{}'), '$.x') IS NULL AND id % 2 = 0"
+        sql = collection.search_sql(k=7, oversample=5, candidates="hamming", where=where)
+        expected = [(h.id, h.distance) for h in collection.search(query, 7, oversample=5, candidates="hamming",
+                                                                      where=where)]
+        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    script = "\n".join([
+        f".load {sqlitebin.loadable_path()} {sqlitebin.ENTRY_POINT}",
+        f".parameter set :sqlitebin_vector X'{query.astype('<f4').tobytes().hex()}'",
+        ".parameter set :sqlitebin_k 7",
+        ".parameter set :sqlitebin_oversample 5",
+        ".mode list",
+        sql.replace("\n", " ") + ";",
+    ])
+    result = subprocess.run([shell, str(path)], input=script, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    rows = [line.split("|") for line in result.stdout.splitlines() if line]
+    assert [(int(r[0]), int(r[2])) for r in rows] == expected
