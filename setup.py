@@ -8,6 +8,7 @@ well as apsw does, and it never links libsqlite3: SQLite's routines arrive
 through the pointer given to the entry point.
 """
 
+import glob
 import os
 import re
 import shutil
@@ -68,7 +69,7 @@ def extensions():
         define_macros=[("SQLITEBIN_VERSION", f'"{VERSION}"')],
         extra_compile_args=["-O3", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wno-unused-function"],
         extra_link_args=["-pthread", "-Wl,--gc-sections", "-Wl,--version-script=" + os.path.join("ext", "sqlitebin.map")],
-        depends=["ext/kernels.h", "ext/sqlite3ext.pxd", "ext/sqlitebin.map"],
+        depends=["ext/kernels.h", "ext/sqlite3ext.pxd", "ext/sqlitebin.map"] + sorted(glob.glob(os.path.join(HERE, "ext", "*.pxi"))),
     )
     return cythonize([extension], include_path=["ext"], compiler_directives={"language_level": "3"})
 
