@@ -64,7 +64,11 @@ class Database:
         load(self.conn)
         self.readonly = readonly
         if not readonly:
-            migration.upgrade(self.conn)
+            try:
+                migration.upgrade(self.conn)
+            except apsw.CantOpenError:
+                pass  # a file that cannot be read now (a read-only mount, say) fails where it is first used
+
 
     def __enter__(self):
         return self

@@ -68,6 +68,7 @@ def test_int8_ranges_are_calibrated_by_the_index_from_the_first_rows(db):
     assert collection.info()["calibrated"]
 
 
+@pytest.mark.usefixtures("requires_empty_index")
 def test_k_larger_than_collection_and_empty_collection(db):
     collection, oracle = make(db, n=7)
     query = random_vectors(1, 64, 9)[0]
@@ -80,7 +81,9 @@ def test_k_larger_than_collection_and_empty_collection(db):
 
 
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 129])
-def test_chunk_boundaries(db, n):
+def test_chunk_boundaries(db, n, request):
+    if n == 0:
+        request.getfixturevalue("requires_empty_index")
     collection, oracle = make(db, n=n, chunk_size=64)
     query = random_vectors(1, 64, 3)[0]
     for candidates, rescore in SEARCH_PATHS:
