@@ -101,7 +101,7 @@ class Database:
         - `thresholds`: per-dimension binarization thresholds (default: 0, the sign).
         - `fts`: keep an FTS5 index of the texts for keyword and hybrid search
           (default: on when there is an embedder, i.e. a text collection).
-        - `chunk_size`: codes per chunk of the index (default 4096, 64 to 65536).
+        - `chunk_size`: codes per chunk of the index (default 4096; a multiple of 64 from 64 to 65536).
         - `exists_ok`: return the existing collection instead of raising when `name` exists.
         """
         function = "Database.create_collection()"
@@ -109,6 +109,8 @@ class Database:
         dim = _check_int(function, "dim", dim, 1, 65536)
         rescore = _check_choice(function, "rescore", rescore, STORED_KINDS)
         chunk_size = _check_int(function, "chunk_size", chunk_size, 64, 65536)
+        if chunk_size % 64:
+            raise InvalidArgument(f"{function}: chunk_size must be a multiple of 64 from 64 to 65536, got {chunk_size}")
         existing = self._settings(name)
         if existing is not None:
             if not exists_ok:

@@ -419,3 +419,12 @@ def test_search_sql_runs_unchanged_in_the_sqlite3_shell(tmp_path):
     assert result.returncode == 0 and not result.stderr, result.stderr
     rows = [line.split("|") for line in result.stdout.splitlines() if line]
     assert [(int(r[0]), int(r[2])) for r in rows] == expected
+
+
+def test_chunk_size_is_checked_before_anything_is_created(db):
+    for value, error, message in [(100, ValueError, "chunk_size must be a multiple of 64 from 64 to 65536, got 100"),
+                                  (32, ValueError, "chunk_size must be from 64 to 65536, got 32"),
+                                  (2.0, TypeError, "chunk_size must be an integer")]:
+        with pytest.raises(error, match=message):
+            db.create_collection("x", dim=8, embedder=None, chunk_size=value)
+    assert db.collections() == []
