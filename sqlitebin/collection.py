@@ -97,7 +97,10 @@ def check_where(function, where):
         return None
     if not isinstance(where, str) or not where.strip():
         raise InvalidWhere(f"{function}: where must be a non-empty SQL condition, got {where!r}")
-    _check_unicode(function, "where", where)
+    try:
+        _check_unicode(function, "where", where)
+    except InvalidArgument as error:
+        raise InvalidWhere(str(error)) from None
     quote = None
     i = 0
     while i < len(where):
