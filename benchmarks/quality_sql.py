@@ -96,7 +96,7 @@ def main():
         recall = metrics.mean_recall_at_k(ranked, exact_lists, K)
         retained = ndcg / exact_ndcg
         failed |= retained < 0.99 or recall < 0.95
-        print(f"{name:<22} {ndcg:8.4f} {retained:9.2%} {recall:10.3f} {rate:10,.0f} {p50:7.2f}  {calibrated}")
+        print(f"{name:<22} {ndcg:8.4f} {retained:9.2%} {recall:10.4f} {rate:10,.0f} {p50:7.2f}  {calibrated}")
     print("targets: nDCG@10 retained >= 99%, recall@10 >= 0.95: " + ("NOT MET" if failed else "met"))
     return 1 if failed else 0
 

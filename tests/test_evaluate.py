@@ -169,14 +169,21 @@ def test_bench_quick_runs_every_available_engine():
     json.dumps(result)
 
 
-def test_bench_skips_a_missing_peer_with_a_clear_line(monkeypatch):
-    monkeypatch.setattr(bench_module, "PEERS", (("nopeer", "sqlitebin_no_such_module", "nopeer-package"),))
+def test_bench_peers_come_from_the_benchmarks_directory_and_a_missing_one_is_skipped(monkeypatch):
+    peers = _load_script("peers")
+    extra, skipped = peers.engines(log=lambda message: None)
+    result = bench(quick=True, ingest=False, log=lambda message: None, extra_engines=extra, skipped=skipped)
+    engines = {row["engine"] for row in result["scan"]}
+    assert {"sqlitebin-knn", "numpy"} <= engines and {label for e in extra for label in e.labels} <= engines
+    monkeypatch.setattr(peers, "PEERS", (("nopeer", "sqlitebin_no_such_module", "nopeer-package"),))
     lines = []
-    result = bench(quick=True, ingest=False, log=lines.append)
-    assert any(line.startswith("skipping nopeer: it is not installed") and "pip install nopeer-package" in line
-               for line in lines)
-    assert result["skipped"] and {row["engine"] for row in result["scan"]} == {
+    extra, skipped = peers.engines(log=lines.append)
+    assert extra == [] and skipped == lines
+    assert lines[0].startswith("skipping nopeer: it is not installed") and "pip install nopeer-package" in lines[0]
+    result = bench(quick=True, ingest=False, log=lambda message: None, extra_engines=extra, skipped=skipped)
+    assert result["skipped"] == lines and {row["engine"] for row in result["scan"]} == {
         "sqlitebin-knn", "sqlitebin-knn-asymmetric", "sqlitebin-scalar", "numpy"}
+    assert not any(hasattr(bench_module, name) for name in ("PEERS", "load_peers", "load_sqlite_vec"))
 
 
 def test_bench_answer_checks_catch_a_wrong_top_k():

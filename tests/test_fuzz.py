@@ -440,10 +440,10 @@ def knn_expected(query, k, oversample, rescore, candidates):
         raise SQLError(f"{prefix}oversample must be a positive INTEGER, got {oversample}")
     if rescore not in ("int8", "float32", "bits", "none"):
         raise SQLError(f"{prefix}rescore must be 'int8', 'float32', 'bits' or 'none', got {rescore}")
-    if candidates not in ("asymmetric", "hamming"):
-        raise SQLError(f"{prefix}candidates must be 'asymmetric' or 'hamming', got {candidates}")
     if rescore in ("int8", "float32"):
         raise SQLError(f"{prefix}rescore = '{rescore}' needs stored {rescore} vectors, but {INDEX} stores none")
+    if candidates not in ("asymmetric", "hamming"):
+        raise SQLError(f"{prefix}candidates must be 'asymmetric' or 'hamming', got {candidates}")
     if is_code and candidates != "hamming":
         raise SQLError(f"{prefix}a packed-code query allows only candidates = 'hamming'")
     return (np.frombuffer(query, np.uint8) if is_code else floats), candidates == "hamming"
