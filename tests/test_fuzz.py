@@ -438,6 +438,8 @@ def knn_expected(query, k, oversample, rescore, candidates):
         raise SQLError(f"{prefix}k must be a positive INTEGER, got {k if type_name(k) == 'INTEGER' else type_name(k)}")
     if oversample < 1:
         raise SQLError(f"{prefix}oversample must be a positive INTEGER, got {oversample}")
+    # Option values are read as C strings: up to the first NUL.
+    rescore, candidates = rescore.split("\x00")[0], candidates.split("\x00")[0]
     if rescore not in ("int8", "float32", "bits", "none"):
         raise SQLError(f"{prefix}rescore must be 'int8', 'float32', 'bits' or 'none', got {rescore}")
     if rescore in ("int8", "float32"):
@@ -446,7 +448,7 @@ def knn_expected(query, k, oversample, rescore, candidates):
         raise SQLError(f"{prefix}candidates must be 'asymmetric' or 'hamming', got {candidates}")
     if is_code and candidates != "hamming":
         raise SQLError(f"{prefix}a packed-code query allows only candidates = 'hamming'")
-    return (np.frombuffer(query, np.uint8) if is_code else floats), candidates == "hamming"
+    return (np.frombuffer(query, np.uint8) if is_code else floats), candidates == "hamming", rescore
 
 
 def check_knn(args):
@@ -469,7 +471,7 @@ def check_knn(args):
         event("error: query")
         assert kind == "error" and got.startswith(f"sqlitebin: {INDEX}: the MATCH query"), (args, got)
         return
-    q, hamming = expected
+    q, hamming, rescore = expected
     assert kind == "value", (args, got)
     event(f"{'hamming' if hamming else 'asymmetric'} {rescore}{' allowed' if allowed is not None else ''}")
     keep = np.ones(len(ids), bool) if allowed is None else np.isin(ids, allowed)
