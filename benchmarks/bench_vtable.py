@@ -119,11 +119,20 @@ def main(argv=None):
         report("executemany INSERT, one transaction (vectors/s)", rate, 100_000, "/s", better="higher")
 
         print("search (median ms; ratio to the candidate scan alone, same query)")
-        for k, target in ((10, 1.3), (100, 1.5)):
-            full = median_ms(bulk, search_sql(k), queries)
-            scan = median_ms(bulk, search_sql(k, "bits"), queries)
-            print(f"  k={k}: default rescoring {full:.2f} ms, candidate scan alone (rescore='bits') {scan:.2f} ms")
-            report(f"k={k} default rescoring / candidate scan", full / scan, target, "x")
+        # Rescoring reads each candidate's vector from the file: with SQLite's default 2 MB page
+        # cache those pages come from the operating system (a pread each); a page cache that holds
+        # the vectors (PRAGMA cache_size) serves them from memory. Both are shown.
+        big_cache = open_database(os.path.join(directory, "bulk.db"))
+        big_cache.execute(f"PRAGMA cache_size = -{max(65536, args.n * 300 // 1024)}").fetchall()
+        for label, conn in (("default page cache", bulk), ("PRAGMA cache_size holding the vectors", big_cache)):
+            print(f" {label}:")
+            for k, target in ((10, 1.3), (100, 1.5)):
+                median_ms(conn, search_sql(k), queries, repeat=1)  # warm the page cache
+                full = median_ms(conn, search_sql(k), queries)
+                scan = median_ms(conn, search_sql(k, "bits"), queries)
+                print(f"  k={k}: default rescoring {full:.2f} ms, candidate scan alone (rescore='bits') {scan:.2f} ms")
+                report(f"k={k} default rescoring / candidate scan", full / scan, target, "x")
+        big_cache.close()
         none_ms = median_ms(bulk, search_sql(100, "none"), queries)
         print(f"  k=100 rescore='none' (k candidates only): {none_ms:.2f} ms")
 

@@ -1,16 +1,34 @@
 # The code cache: the codes of a sqlitebin table kept in memory between searches, so a
-# search reads no chunk BLOB. It is valid while the table's `generation` in N_config is
-# the value it was loaded (or last updated) at. A fresh random generation is written by
-# the first write after a search, after xBegin and after a rollback, so a state that was
-# cached never comes back under another state's generation. Writes on this connection
-# update the cache in place (they are seen by the next search without a reload); a
-# rollback drops it. Memory: 8 + code_bytes (+ 1/8) bytes per slot, per connection.
+# search reads no chunk BLOB, and one copy per process: connections to the same database
+# file share it (memory databases: one per connection).
+#
+# A copy is valid while the table's `generation` in N_config is the value it was loaded (or
+# last updated) at. A fresh random generation is written by the first write after a search,
+# after xBegin and after a rollback, so a state that was cached never comes back under another
+# state's generation; a copy can therefore be shared under (database, table, generation) with
+# no other check, even one loaded inside a write transaction (its generation is invisible to
+# others until the commit, and any later write moves it on). Writes update the copy in place
+# (seen by the next search without a reload) only when this table holds it alone; it is taken
+# out of the list first, so no other connection can pick it up meanwhile. Otherwise the writer
+# lets go of it and reloads at its next search. Memory: 8 + code_bytes (+ 1/8) bytes per slot.
 #
 # Interface: cache_for_search, cache_before_write, cache_write_slot, cache_clear_slot,
-# cache_drop.
+# cache_release; shared_cache_count for sqlitebin_debug().
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    static pthread_mutex_t sqlitebin_shared_mutex = PTHREAD_MUTEX_INITIALIZER;
+    static void *sqlitebin_shared_head = 0;
+    #define sqlitebin_shared_lock() pthread_mutex_lock(&sqlitebin_shared_mutex)
+    #define sqlitebin_shared_unlock() pthread_mutex_unlock(&sqlitebin_shared_mutex)
+    """
+    void *sqlitebin_shared_head
+    void sqlitebin_shared_lock() nogil
+    void sqlitebin_shared_unlock() nogil
 
 
-cdef void cache_drop(CodeCache *cache) noexcept nogil:
+cdef void codes_free(CodeCache *cache) noexcept nogil:
     chunk_data_free(&cache.data)
     cache.loaded = False
     cache.generation = 0
@@ -18,7 +36,8 @@ cdef void cache_drop(CodeCache *cache) noexcept nogil:
 
 
 cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcept nogil:
-    """Room for `chunks` chunks, new space zeroed; the transposed copy is dropped when it grows."""
+    """Room for `chunks` chunks, new space zeroed (zero codes transpose to zeros, so the
+    transposed copy grows the same way)."""
     cdef ChunkData *d = &cache.data
     cdef int64_t old = cache.capacity_chunks, capacity, size = t.chunk_size
     if chunks <= old:
@@ -30,10 +49,10 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
             or grow_array(<void**>&d.chunk_max, 8 * old, 8 * capacity)
             or grow_array(<void**>&d.ids, 8 * size * old, 8 * size * capacity)
             or grow_array(<void**>&d.codes, size * t.code_bytes * old, size * t.code_bytes * capacity)
-            or grow_array(<void**>&d.validity, size // 8 * old, size // 8 * capacity)):
+            or grow_array(<void**>&d.validity, size // 8 * old, size // 8 * capacity)
+            or (d.blocked != NULL and grow_array(<void**>&d.blocked, size * t.code_bytes * old,
+                                                 size * t.code_bytes * capacity))):
         return SQLITE_NOMEM
-    sqlite3_free(d.blocked)
-    d.blocked = NULL
     d.code_bytes = t.code_bytes
     cache.capacity_chunks = capacity
     return SQLITE_OK
@@ -69,16 +88,208 @@ cdef void cache_set_extent(CodeCache *cache, VectorTable *t, int64_t chunks) noe
                     d.chunk_max[j] = d.ids[p]
 
 
-cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const uint8_t *code) noexcept nogil:
-    """Mirror a slot write (code NULL: only the rowid changes) into a loaded cache."""
-    cdef CodeCache *cache = &t.cache
+cdef int codes_transpose(CodeCache *cache, VectorTable *t) noexcept nogil:
+    """The nibble scan's transposed copy, made before the copy is shared (the scan would
+    otherwise make it on first need, a write to shared memory)."""
     cdef ChunkData *d = &cache.data
+    if nibble_sums_kernel == NULL or t.code_bytes == 0 or t.code_bytes > 128 or d.blocked != NULL:
+        return SQLITE_OK
+    d.blocked = <uint8_t*>sqlite3_malloc64(cache.capacity_chunks * t.chunk_size * t.code_bytes + 8)
+    if d.blocked == NULL:
+        return SQLITE_NOMEM
+    memset(d.blocked, 0, cache.capacity_chunks * t.chunk_size * t.code_bytes + 8)
+    sqlitebin_transpose_blocks(d.codes, d.chunk_start[d.chunk_count], t.code_bytes, d.blocked)
+    return SQLITE_OK
+
+
+# ---------------------------------------------------------------------------
+# The process-wide list (under sqlitebin_shared_lock)
+
+cdef void shared_unlink(SharedCodes *entry) noexcept nogil:
+    cdef SharedCodes **link = <SharedCodes**>&sqlitebin_shared_head
+    while link[0] != NULL:
+        if link[0] == entry:
+            link[0] = entry.next
+            break
+        link = &link[0].next
+    entry.next = NULL
+    entry.linked = False
+
+
+cdef void shared_free(SharedCodes *entry) noexcept nogil:
+    codes_free(&entry.codes)
+    sqlite3_free(entry.key)
+    sqlite3_free(entry)
+
+
+cdef void shared_link(SharedCodes *entry) noexcept nogil:
+    """Make `entry` findable; drop unused copies of the same table (older generations)."""
+    global sqlitebin_shared_head
+    cdef SharedCodes *other = <SharedCodes*>sqlitebin_shared_head
+    cdef SharedCodes *next
+    while other != NULL:
+        next = other.next
+        if other != entry and other.references == 0 and strcmp(other.key, entry.key) == 0:
+            shared_unlink(other)
+            shared_free(other)
+        other = next
+    if not entry.linked:
+        entry.next = <SharedCodes*>sqlitebin_shared_head
+        sqlitebin_shared_head = entry
+        entry.linked = True
+
+
+cdef SharedCodes *shared_find(const char *key, int64_t generation) noexcept nogil:
+    cdef SharedCodes *entry = <SharedCodes*>sqlitebin_shared_head
+    while entry != NULL:
+        if entry.codes.generation == generation and strcmp(entry.key, key) == 0:
+            entry.references += 1
+            return entry
+        entry = entry.next
+    return NULL
+
+
+cdef int shared_cache_count() noexcept nogil:
+    cdef int count = 0
+    cdef SharedCodes *entry
+    sqlitebin_shared_lock()
+    entry = <SharedCodes*>sqlitebin_shared_head
+    while entry != NULL:
+        count += 1
+        entry = entry.next
+    sqlitebin_shared_unlock()
+    return count
+
+
+cdef char *shared_key(VectorTable *t) noexcept nogil:
+    cdef const char *file = sqlite3_db_filename(t.db, t.schema)
+    if file == NULL or file[0] == 0:
+        return sqlite3_mprintf("memory:%p\x1f%s\x1f%s", t.db, t.schema, t.name)
+    return sqlite3_mprintf("file:%s\x1f%s", file, t.name)
+
+
+# ---------------------------------------------------------------------------
+# The interface
+
+cdef void cache_release(VectorTable *t) noexcept nogil:
+    """Let go of the table's copy; free it when nobody holds it and it cannot be found again
+    usefully (a memory database's, or one unlisted)."""
+    cdef SharedCodes *entry = t.shared
+    if entry == NULL:
+        return
+    t.shared = NULL
+    sqlitebin_shared_lock()
+    entry.references -= 1
+    if entry.references == 0 and entry.linked and strncmp(entry.key, "memory:", 7) == 0:
+        shared_unlink(entry)
+    if entry.references == 0 and not entry.linked:
+        shared_free(entry)
+    sqlitebin_shared_unlock()
+
+
+cdef int cache_load(VectorTable *t, int64_t generation) noexcept nogil:
+    """Find the copy for `generation` in the list, or read it from disk and list it."""
+    cdef char *key = shared_key(t)
+    cdef SharedCodes *entry
+    cdef int rc
+    if key == NULL:
+        return SQLITE_NOMEM
+    sqlitebin_shared_lock()
+    entry = shared_find(key, generation)
+    sqlitebin_shared_unlock()
+    if entry != NULL:
+        sqlite3_free(key)
+        t.shared = entry
+        return SQLITE_OK
+    entry = <SharedCodes*>sqlite3_malloc64(sizeof(SharedCodes))
+    if entry == NULL:
+        sqlite3_free(key)
+        return SQLITE_NOMEM
+    memset(entry, 0, sizeof(SharedCodes))
+    entry.key = key
+    entry.references = 1
+    rc = storage_load_chunks(t, &entry.codes)
+    if rc == SQLITE_OK:
+        rc = codes_transpose(&entry.codes, t)
+    if rc != SQLITE_OK:
+        shared_free(entry)
+        return rc
+    entry.codes.loaded = True
+    entry.codes.generation = generation
+    sqlitebin_shared_lock()
+    shared_link(entry)
+    sqlitebin_shared_unlock()
+    t.shared = entry
+    return SQLITE_OK
+
+
+cdef int cache_for_search(VectorTable *t, ChunkData **data) noexcept nogil:
+    """The codes of every row as they stand now (flushing queued writes first)."""
+    cdef int64_t generation = 0
+    cdef int rc = storage_current(t, &generation)
+    if rc != SQLITE_OK:
+        return rc
+    if t.shared != NULL and t.shared.codes.generation == generation:
+        if not t.shared.linked:
+            sqlitebin_shared_lock()
+            shared_link(t.shared)  # changed in place by this table's writes: shareable again
+            sqlitebin_shared_unlock()
+    else:
+        cache_release(t)
+        rc = cache_load(t, generation)
+        if rc != SQLITE_OK:
+            return rc
+    t.need_new_generation = True
+    data[0] = &t.shared.codes.data
+    return SQLITE_OK
+
+
+cdef int cache_before_write(VectorTable *t) noexcept nogil:
+    """Called before every write: when a search, xBegin or a rollback came since the last
+    write, write a fresh generation. The table's copy follows it only if it was current and
+    nobody else holds it; it is unlisted first."""
+    cdef int64_t stored = 0, fresh
+    cdef bint keep = False
+    cdef int rc
+    if not t.need_new_generation:
+        return SQLITE_OK
+    rc = config_get_int(t, "generation", &stored)
+    if rc == SQLITE_OK and stored != t.state_generation:
+        t.state_loaded = False  # another connection wrote since: read next_location etc. again
+        rc = storage_load_state(t)
+    if rc != SQLITE_OK:
+        return rc
+    fresh = random_int64()
+    rc = config_set_int(t, "generation", fresh)
+    if rc != SQLITE_OK:
+        return rc
+    t.state_generation = fresh
+    if t.shared != NULL and t.shared.codes.generation == stored:
+        sqlitebin_shared_lock()
+        keep = t.shared.references == 1
+        if keep and t.shared.linked:
+            shared_unlink(t.shared)
+        sqlitebin_shared_unlock()
+    if keep:
+        t.shared.codes.generation = fresh
+    else:
+        cache_release(t)
+    t.need_new_generation = False
+    return SQLITE_OK
+
+
+cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const uint8_t *code) noexcept nogil:
+    """Mirror a slot write (code NULL: only the rowid changes) into the table's own copy."""
+    cdef CodeCache *cache
+    cdef ChunkData *d
     cdef int64_t chunk = location // t.chunk_size, j, lane
     cdef uint8_t *block
-    if not cache.loaded:
+    if t.shared == NULL:
         return SQLITE_OK
+    cache = &t.shared.codes
+    d = &cache.data
     if cache_reserve(cache, t, chunk + 1) != SQLITE_OK:
-        cache_drop(cache)
+        cache_release(t)
         return SQLITE_OK  # the next search reloads
     while d.chunk_count <= chunk:
         d.chunk_used[d.chunk_count] = 0
@@ -86,8 +297,6 @@ cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const
         d.chunk_max[d.chunk_count] = INT64_MIN
         d.chunk_count += 1
         d.chunk_start[d.chunk_count] = d.chunk_count * t.chunk_size
-        sqlite3_free(d.blocked)
-        d.blocked = NULL
     if location - chunk * t.chunk_size >= d.chunk_used[chunk]:
         d.chunk_used[chunk] = location - chunk * t.chunk_size + 1
     if rowid < d.chunk_min[chunk]:
@@ -107,50 +316,5 @@ cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const
 
 
 cdef void cache_clear_slot(VectorTable *t, int64_t location) noexcept nogil:
-    if t.cache.loaded and location // t.chunk_size < t.cache.data.chunk_count:
-        t.cache.data.validity[location >> 3] &= <uint8_t>~(0x80 >> (location & 7))
-
-
-cdef int cache_before_write(VectorTable *t) noexcept nogil:
-    """Called before every write: when a search, xBegin or a rollback came since the last
-    write, write a fresh generation; the cache follows it only if it was current."""
-    cdef int64_t stored = 0, fresh
-    cdef int rc
-    if not t.need_new_generation:
-        return SQLITE_OK
-    rc = config_get_int(t, "generation", &stored)
-    if rc == SQLITE_OK and stored != t.state_generation:
-        t.state_loaded = False  # another connection wrote since: read next_location etc. again
-        rc = storage_load_state(t)
-    if rc != SQLITE_OK:
-        return rc
-    fresh = random_int64()
-    rc = config_set_int(t, "generation", fresh)
-    if rc != SQLITE_OK:
-        return rc
-    t.state_generation = fresh
-    if t.cache.loaded and t.cache.generation == stored:
-        t.cache.generation = fresh
-    else:
-        cache_drop(&t.cache)
-    t.need_new_generation = False
-    return SQLITE_OK
-
-
-cdef int cache_for_search(VectorTable *t, ChunkData **data) noexcept nogil:
-    """The codes of every row as they stand now (flushing queued writes first)."""
-    cdef int64_t generation = 0
-    cdef int rc = storage_current(t, &generation)
-    if rc != SQLITE_OK:
-        return rc
-    if not (t.cache.loaded and t.cache.generation == generation):
-        cache_drop(&t.cache)
-        rc = storage_load_chunks(t, &t.cache)
-        if rc != SQLITE_OK:
-            cache_drop(&t.cache)
-            return rc
-        t.cache.loaded = True
-        t.cache.generation = generation
-    t.need_new_generation = True
-    data[0] = &t.cache.data
-    return SQLITE_OK
+    if t.shared != NULL and location // t.chunk_size < t.shared.codes.data.chunk_count:
+        t.shared.codes.data.validity[location >> 3] &= <uint8_t>~(0x80 >> (location & 7))

@@ -246,9 +246,10 @@ cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexce
         cpu = "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
             "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline")
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s",
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\n"
+        "shared_code_caches=%d",
         SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, SQLITE_VERSION, sqlite3_libversion(),
-        SQLITEBIN_COMPILER)
+        SQLITEBIN_COMPILER, shared_cache_count())
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return

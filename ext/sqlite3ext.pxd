@@ -174,6 +174,7 @@ cdef extern from "sqlite3ext.h" nogil:
     int sqlite3_reset(sqlite3_stmt*)
     int sqlite3_exec(sqlite3*, const char *sql, void *callback, void *, char **errmsg)
     void sqlite3_randomness(int N, void *P)
+    const char *sqlite3_db_filename(sqlite3 *db, const char *zDbName)
     int sqlite3_vtab_on_conflict(sqlite3*)
     int sqlite3_vtab_nochange(sqlite3_context*)
     int sqlite3_value_nochange(sqlite3_value*)

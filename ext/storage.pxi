@@ -56,6 +56,13 @@ ctypedef struct CodeCache:
     bint loaded
     int64_t capacity_chunks
 
+ctypedef struct SharedCodes:
+    CodeCache codes
+    char *key               # database file (or connection, for memory databases) and table
+    int references          # tables holding it; it is changed in place only by a sole holder
+    bint linked             # findable in the process-wide list (by key and generation)
+    SharedCodes *next
+
 ctypedef struct VectorTable:
     sqlite3_vtab base
     sqlite3 *db
@@ -72,6 +79,8 @@ ctypedef struct VectorTable:
     bint state_loaded         # next_location, calibration_count and ranges read from disk
     int64_t next_location
     int64_t calibration_count
+    int64_t max_rowid         # no rowid above it exists (an upper bound: deletes leave it): inserts
+                              # above it need no conflict lookup
     bint need_new_generation
     int64_t state_generation  # the generation next_location, ranges and calibration_count were read at
     PendingEntry *pending
@@ -80,7 +89,7 @@ ctypedef struct VectorTable:
     int64_t pending_capacity
     int64_t sequence
     bint location_dirty       # next_location changed since it was written
-    CodeCache cache
+    SharedCodes *shared       # the codes this table searches (cache.pxi); NULL until a search
     uint8_t *scratch          # code_bytes + vector_bytes + 4 * dim + 16 bytes for one row's encodings
     sqlite3_stmt *statements[STATEMENT_COUNT]
 
@@ -370,6 +379,8 @@ cdef int storage_load_state(VectorTable *t) noexcept nogil:
     t.ranges = NULL
     t.calibration_count = 0
     rc = config_get_int(t, "next_location", &t.next_location)
+    if rc == SQLITE_OK:
+        rc = rowid_largest(t, &t.max_rowid)
     if rc == SQLITE_OK and t.rescore == RESCORE_INT8:
         rc = config_get_blob(t, "ranges", 8 * t.dim, &t.ranges)
     if rc == SQLITE_OK and t.rescore == RESCORE_INT8 and t.ranges == NULL:
@@ -427,17 +438,17 @@ cdef int rowid_location(VectorTable *t, int64_t rowid, int64_t *location) noexce
     return rc
 
 
-cdef int rowid_next(VectorTable *t, int64_t *rowid) noexcept nogil:
-    """The rowid an INSERT without one gets: one more than the largest."""
+cdef int rowid_largest(VectorTable *t, int64_t *rowid) noexcept nogil:
+    """The largest rowid, or 0 when there is none."""
     cdef sqlite3_stmt *stmt = table_statement(t, ST_ROWID_MAX)
     cdef int rc
     if stmt == NULL:
         return SQLITE_ERROR
     rc = sqlite3_step(stmt)
-    rowid[0] = 1
+    rowid[0] = 0
     if rc == SQLITE_ROW:
         if sqlite3_column_type(stmt, 0) == SQLITE_INTEGER:
-            rowid[0] = sqlite3_column_int64(stmt, 0) + 1
+            rowid[0] = sqlite3_column_int64(stmt, 0)
         rc = SQLITE_OK
     else:
         rc = table_sqlite_fail(t, rc)
@@ -452,6 +463,8 @@ cdef int rowid_write(VectorTable *t, int which, int64_t rowid, int64_t location)
         sqlite3_bind_int64(stmt, 1, rowid)
         if which != ST_ROWID_DELETE:
             sqlite3_bind_int64(stmt, 2, location)
+    if which == ST_ROWID_INSERT and rowid > t.max_rowid:
+        t.max_rowid = rowid
     return step_done(t, stmt)
 
 

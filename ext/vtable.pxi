@@ -35,13 +35,14 @@ ctypedef struct VectorCursor:
     int64_t *locations
     double *scores            # searches only
     int64_t *distances
+    int64_t *queries          # the query of each row, for batches
     VectorReader reader       # reads vectors and codes for the vector column
     uint8_t *buffer           # 4 * dim + vector_bytes + code_bytes bytes
 
 
 cdef void table_free(VectorTable *t) noexcept nogil:
     table_finalize_statements(t)
-    cache_drop(&t.cache)
+    cache_release(t)
     sqlite3_free(t.schema)
     sqlite3_free(t.name)
     sqlite3_free(t.thresholds)
@@ -103,7 +104,7 @@ cdef int vtab_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if rc == SQLITE_OK:
         rc = storage_create(t)
     if rc != SQLITE_OK:
-        error[0] = sqlite3_mprintf("%s", t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
+        error[0] = sqlite3_mprintf("%s", <const char*>t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
         sqlite3_free(t.base.zErrMsg)
         table_free(t)
         return rc
@@ -121,7 +122,7 @@ cdef int vtab_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
     if rc == SQLITE_OK:
         rc = storage_read_options(t)
     if rc != SQLITE_OK:
-        error[0] = sqlite3_mprintf("%s", t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
+        error[0] = sqlite3_mprintf("%s", <const char*>t.base.zErrMsg if t.base.zErrMsg != NULL else sqlite3_errmsg(db))
         sqlite3_free(t.base.zErrMsg)
         table_free(t)
         return rc
@@ -186,7 +187,7 @@ cdef int vtab_shadow_name(const char *suffix) noexcept nogil:
 cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept nogil:
     """MATCH on vector: a search, its options and a rowid prefilter as arguments in the
     order of the HAS_ bits. Else rowid = ?: a point lookup. Else a full scan."""
-    cdef int i, column, match = -1, rowid = -1, argument = 1
+    cdef int i, column, match = -1, rowid = -1, limit = -1, argument = 1
     cdef int options[4]
     cdef int bits[4]
     bits[0] = HAS_K
@@ -207,9 +208,13 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
             options[column - COL_K] = i
         elif column == -1 and info.aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_EQ and info.aConstraint[i].usable:
             rowid = i
+        elif info.aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_LIMIT and info.aConstraint[i].usable:
+            limit = i
+    if options[0] < 0 and limit >= 0:
+        options[0] = limit  # MATCH ... LIMIT n without k: k = n
     if match < 0:
         for i in range(4):
-            if options[i] >= 0:
+            if options[i] >= 0 and options[i] != limit:
                 vtab.zErrMsg = sqlite3_mprintf(
                     "sqlitebin: k, oversample, rescore and candidates apply only to a search "
                     "(WHERE vector MATCH :query AND k = 10)")
@@ -222,7 +227,7 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
         if options[i] >= 0:
             argument += 1
             info.aConstraintUsage[options[i]].argvIndex = argument
-            info.aConstraintUsage[options[i]].omit = 1
+            info.aConstraintUsage[options[i]].omit = options[i] != limit
             info.idxNum |= bits[i]
     if rowid >= 0:
         argument += 1
@@ -233,8 +238,6 @@ cdef int vtab_best_index(sqlite3_vtab *vtab, sqlite3_index_info *info) noexcept 
             info.idxNum |= HAS_ROWID_IN
         else:
             info.idxNum |= HAS_ROWID_EQ
-    if info.nOrderBy == 1 and info.aOrderBy[0].iColumn == COL_SCORE and info.aOrderBy[0].desc:
-        info.orderByConsumed = 1
     info.estimatedCost = 100.0
     info.estimatedRows = 10
     return SQLITE_OK
@@ -278,11 +281,13 @@ cdef void cursor_reset(VectorCursor *c) noexcept nogil:
     sqlite3_free(c.locations)
     sqlite3_free(c.scores)
     sqlite3_free(c.distances)
+    sqlite3_free(c.queries)
     vector_reader_close(&c.reader)
     c.rowids = NULL
     c.locations = NULL
     c.scores = NULL
     c.distances = NULL
+    c.queries = NULL
     c.count = 0
     c.position = 0
 
@@ -295,14 +300,9 @@ cdef int vtab_close(sqlite3_vtab_cursor *cursor) noexcept nogil:
     return SQLITE_OK
 
 
-cdef int cursor_allocate(VectorCursor *c, int64_t count, bint search) noexcept nogil:
+cdef int cursor_allocate(VectorCursor *c, int64_t count) noexcept nogil:
     c.rowids = <int64_t*>sqlite3_malloc64(8 * count + 8)
     c.locations = <int64_t*>sqlite3_malloc64(8 * count + 8)
-    if search:
-        c.scores = <double*>sqlite3_malloc64(8 * count + 8)
-        c.distances = <int64_t*>sqlite3_malloc64(8 * count + 8)
-        if c.scores == NULL or c.distances == NULL:
-            return SQLITE_NOMEM
     return SQLITE_NOMEM if c.rowids == NULL or c.locations == NULL else SQLITE_OK
 
 
@@ -320,7 +320,7 @@ cdef int filter_rows(VectorTable *t, VectorCursor *c, int plan, sqlite3_value *r
         if rc == SQLITE_DONE:
             return SQLITE_OK
         if rc == SQLITE_OK:
-            rc = cursor_allocate(c, 1, False)
+            rc = cursor_allocate(c, 1)
         if rc == SQLITE_OK:
             c.rowids[0] = sqlite3_value_int64(rowid)
             c.locations[0] = location
@@ -330,7 +330,7 @@ cdef int filter_rows(VectorTable *t, VectorCursor *c, int plan, sqlite3_value *r
     rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
     sqlite3_free(sql)
     if rc == SQLITE_OK:
-        rc = cursor_allocate(c, 1024, False)
+        rc = cursor_allocate(c, 1024)
         capacity = 1024
     while rc == SQLITE_OK:
         rc = sqlite3_step(stmt)
@@ -398,7 +398,7 @@ cdef int vtab_column(sqlite3_vtab_cursor *cursor, sqlite3_context *ctx, int colu
     elif column == COL_DISTANCE and c.plan == PLAN_SEARCH:
         sqlite3_result_int64(ctx, c.distances[c.position])
     elif column == COL_QUERY and c.plan == PLAN_SEARCH:
-        sqlite3_result_int64(ctx, 0)
+        sqlite3_result_int64(ctx, c.queries[c.position])
     else:
         sqlite3_result_null(ctx)
     return SQLITE_OK
@@ -447,7 +447,7 @@ cdef int vtab_commit(sqlite3_vtab *vtab) noexcept nogil:
 cdef int vtab_rollback(sqlite3_vtab *vtab) noexcept nogil:
     cdef VectorTable *t = <VectorTable*>vtab
     storage_forget_state(t)
-    cache_drop(&t.cache)
+    cache_release(t)
     t.need_new_generation = True
     return SQLITE_OK
 

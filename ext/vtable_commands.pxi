@@ -132,6 +132,7 @@ cdef int recalibrate(VectorTable *t) noexcept nogil:
     cdef uint8_t *new_ranges
     cdef uint8_t *old_ranges
     cdef int rc
+    memset(&r, 0, sizeof(RangeAccumulator))
     if t.rescore != RESCORE_INT8:
         return table_fail(t, sqlite3_mprintf("sqlitebin: 'recalibrate' applies to rescore=int8 tables; %s stores %s",
                                              t.name, "float32" if t.rescore == RESCORE_FLOAT32 else "no vectors"))
@@ -238,7 +239,7 @@ cdef int optimize(VectorTable *t) noexcept nogil:
         t.next_location = n
         t.location_dirty = True
         rc = storage_flush(t)
-    cache_drop(&t.cache)
+    cache_release(t)
     return table_sqlite_fail(t, rc)
 
 
@@ -308,7 +309,7 @@ cdef int integrity_check(VectorTable *t) noexcept nogil:
             rc = inconsistent(t, sqlite3_mprintf("%lld rows wait for calibration but %lld rows exist", count, live))
         elif rc == SQLITE_OK and not staging(t) and count != 0:
             rc = inconsistent(t, sqlite3_mprintf("the int8 ranges are set but %lld rows still wait for calibration", count))
-    cache_drop(&loaded)
+    codes_free(&loaded)
     return rc
 
 

@@ -12,7 +12,8 @@ ctypedef struct SearchRequest:
     int64_t oversample
     int rescore
     int mode                  # MODE_ASYMMETRIC or MODE_HAMMING
-    const uint8_t *floats     # the float32 query, or NULL for a packed code
+    const uint8_t *floats     # the float32 query (the first of a batch), or NULL for a packed code
+    int64_t query_count       # float32 queries in the BLOB: a batch when more than one
     const uint8_t *code
     sqlite3_value *rowids     # the prefilter: an IN list or one value; NULL for none
     bint rowids_in
@@ -55,24 +56,32 @@ cdef int read_choice(VectorTable *t, sqlite3_value *value, int *out) noexcept no
 
 
 cdef int read_query(VectorTable *t, sqlite3_value *query, SearchRequest *r) noexcept nogil:
+    """A float32 query of 4 * dim bytes, a batch of n of them (n * 4 * dim bytes), or a packed code."""
     cdef int nbytes = sqlite3_value_bytes(query), bad
+    cdef int64_t j
     cdef double magnitude
-    if sqlite3_value_type(query) != SQLITE_BLOB or (nbytes != 4 * t.dim and nbytes != t.code_bytes):
+    if sqlite3_value_type(query) != SQLITE_BLOB or (nbytes % (4 * t.dim) != 0 and nbytes != t.code_bytes) or nbytes == 0:
         return table_fail(t, sqlite3_mprintf(
             "sqlitebin: %s: the MATCH query must be a float32 BLOB of %d bytes (dim %d) or a packed code of %d bytes, "
             "got %s of %d bytes", t.name, 4 * t.dim, t.dim, t.code_bytes, type_name(sqlite3_value_type(query)), nbytes))
+    r.query_count = 1
     if nbytes == t.code_bytes:
         r.code = <const uint8_t*>sqlite3_value_blob(query)
         return SQLITE_OK
     r.floats = <const uint8_t*>sqlite3_value_blob(query)
-    bad = first_non_finite(r.floats, t.dim)
-    if bad >= 0:
-        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query holds a non-finite value at index %d",
-                                             t.name, bad))
-    magnitude = magnitude_sum(r.floats, t.dim)
-    if magnitude > SQLITEBIN_MAX_QUERY_MAGNITUDE:
-        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query values are too large "
-                                             "(their magnitudes add up to %g; the limit is 1e38)", t.name, magnitude))
+    r.query_count = nbytes // (4 * t.dim)
+    for j in range(r.query_count):
+        bad = first_non_finite(r.floats + j * 4 * t.dim, t.dim)
+        if bad >= 0 and r.query_count == 1:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query holds a non-finite value at index %d",
+                                                 t.name, bad))
+        if bad >= 0:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s: query %lld of the MATCH batch holds a non-finite "
+                                                 "value at index %d", t.name, j, bad))
+        magnitude = magnitude_sum(r.floats + j * 4 * t.dim, t.dim)
+        if magnitude > SQLITEBIN_MAX_QUERY_MAGNITUDE:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query values are too large "
+                                                 "(their magnitudes add up to %g; the limit is 1e38)", t.name, magnitude))
     return SQLITE_OK
 
 
@@ -270,25 +279,16 @@ cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter 
     return rc
 
 
-cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **argv) noexcept nogil:
-    cdef SearchRequest r
-    cdef IdFilter allowed
-    cdef ChunkData *d = NULL
+cdef int search_one(VectorTable *t, VectorCursor *c, SearchRequest *r, const IdFilter *allowed, ChunkData *d,
+                    int64_t query_index) noexcept nogil:
+    """One query of the request: candidates, rescoring, the best k appended to the cursor."""
     cdef Query q
     cdef TopK top
     cdef Candidate *hits = NULL
     cdef int64_t i
     cdef int rc
-    memset(&allowed, 0, sizeof(IdFilter))
-    memset(&q, 0, sizeof(Query))
     memset(&top, 0, sizeof(TopK))
-    rc = read_request(t, idx_num, argv, &r)
-    if rc == SQLITE_OK and r.rowids != NULL:
-        rc = build_prefilter(t, &r, &allowed)
-    if rc == SQLITE_OK:
-        rc = cache_for_search(t, &d)
-    if rc == SQLITE_OK:
-        rc = scan_candidates(t, &r, &allowed if r.rowids != NULL else NULL, d, &q, &top)
+    rc = scan_candidates(t, r, allowed, d, &q, &top)
     if rc == SQLITE_OK:
         hits = <Candidate*>sqlite3_malloc64(sizeof(Candidate) * top.size + 8)
         rc = SQLITE_NOMEM if hits == NULL else SQLITE_OK
@@ -297,26 +297,51 @@ cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **ar
         hits[i].location = top.heap[i].location
         hits[i].key = top.heap[i].key
     if rc == SQLITE_OK:
-        rc = rescore_candidates(t, &r, &q, d, hits, top.size, c.buffer)
+        rc = rescore_candidates(t, r, &q, d, hits, top.size, c.buffer)
     if rc == SQLITE_OK:
         qsort(hits, top.size, sizeof(Candidate), compare_score)
-        rc = cursor_take(c, hits, top.size if top.size < r.k else r.k)
+        rc = cursor_append(c, hits, top.size if top.size < r.k else r.k, query_index)
     sqlite3_free(hits)
     sqlite3_free(top.heap)
     query_free(&q)
+    return rc
+
+
+cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **argv) noexcept nogil:
+    cdef SearchRequest r
+    cdef IdFilter allowed
+    cdef ChunkData *d = NULL
+    cdef const uint8_t *first
+    cdef int64_t j
+    cdef int rc
+    memset(&allowed, 0, sizeof(IdFilter))
+    rc = read_request(t, idx_num, argv, &r)
+    if rc == SQLITE_OK and r.rowids != NULL:
+        rc = build_prefilter(t, &r, &allowed)
+    if rc == SQLITE_OK:
+        rc = cache_for_search(t, &d)
+    first = r.floats
+    for j in range(r.query_count if rc == SQLITE_OK else 0):
+        if first != NULL:
+            r.floats = first + j * 4 * t.dim
+        rc = search_one(t, c, &r, &allowed if r.rowids != NULL else NULL, d, j)
+        if rc != SQLITE_OK:
+            break
     filter_free(&allowed)
     return rc
 
 
-cdef int cursor_take(VectorCursor *c, const Candidate *hits, int64_t count) noexcept nogil:
-    cdef int64_t i
-    cdef int rc = cursor_allocate(c, count, True)
-    if rc != SQLITE_OK:
-        return rc
+cdef int cursor_append(VectorCursor *c, const Candidate *hits, int64_t count, int64_t query_index) noexcept nogil:
+    cdef int64_t i, old = c.count, total = c.count + count
+    if (grow_array(<void**>&c.rowids, 8 * old, 8 * total) or grow_array(<void**>&c.locations, 8 * old, 8 * total)
+            or grow_array(<void**>&c.scores, 8 * old, 8 * total) or grow_array(<void**>&c.distances, 8 * old, 8 * total)
+            or grow_array(<void**>&c.queries, 8 * old, 8 * total)):
+        return SQLITE_NOMEM
     for i in range(count):
-        c.rowids[i] = hits[i].rowid
-        c.locations[i] = hits[i].location
-        c.scores[i] = hits[i].score
-        c.distances[i] = hits[i].distance
-    c.count = count
+        c.rowids[old + i] = hits[i].rowid
+        c.locations[old + i] = hits[i].location
+        c.scores[old + i] = hits[i].score
+        c.distances[old + i] = hits[i].distance
+        c.queries[old + i] = query_index
+    c.count = total
     return SQLITE_OK

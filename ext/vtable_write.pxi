@@ -99,7 +99,10 @@ cdef int staged_write(VectorTable *t, int which, int64_t rowid, int64_t other, c
 cdef int conflict(VectorTable *t, int64_t rowid, int64_t *location) noexcept nogil:
     """SQLITE_DONE when `rowid` is free; SQLITE_OK (its location set) when it is taken and the
     statement's conflict policy is REPLACE; else SQLITE_CONSTRAINT with the sentence."""
-    cdef int rc = rowid_location(t, rowid, location)
+    cdef int rc
+    if rowid > t.max_rowid:
+        return SQLITE_DONE  # above every rowid: no lookup needed (bulk appends)
+    rc = rowid_location(t, rowid, location)
     if rc != SQLITE_OK:
         return rc
     if sqlite3_vtab_on_conflict(t.db) == SQLITE_REPLACE:
@@ -110,6 +113,8 @@ cdef int conflict(VectorTable *t, int64_t rowid, int64_t *location) noexcept nog
 
 cdef int delete_row(VectorTable *t, int64_t rowid, int64_t location) noexcept nogil:
     cdef int rc = rowid_write(t, ST_ROWID_DELETE, rowid, 0)
+    if rc == SQLITE_OK and rowid == t.max_rowid:
+        rc = rowid_largest(t, &t.max_rowid)  # a new row without rowid gets max + 1 of the live rows
     if rc == SQLITE_OK and staging(t):
         rc = staged_write(t, ST_CALIBRATION_DELETE, rowid, 0, NULL)
         t.calibration_count -= 1
@@ -154,7 +159,9 @@ cdef int write_insert(VectorTable *t, sqlite3_value *rowid_value, sqlite3_value 
     cdef int64_t rowid = 0, location = 0, taken = 0
     cdef int rc = vector_error(t, vector)
     if rc == SQLITE_OK and sqlite3_value_type(rowid_value) == SQLITE_NULL:
-        rc = rowid_next(t, &rowid)
+        if t.max_rowid == INT64_MAX:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s has a row with the largest rowid; give a rowid", t.name))
+        rowid = t.max_rowid + 1
     elif rc == SQLITE_OK:
         rc = rowid_error(t, rowid_value)
         rowid = sqlite3_value_int64(rowid_value)
@@ -222,6 +229,8 @@ cdef int move_rowid(VectorTable *t, int64_t old, int64_t new, int64_t location) 
         rc = rowid_write(t, ST_ROWID_DELETE, old, 0)
     if rc == SQLITE_OK:
         rc = rowid_write(t, ST_ROWID_INSERT, new, location)
+    if rc == SQLITE_OK and old == t.max_rowid:
+        rc = rowid_largest(t, &t.max_rowid)
     if rc == SQLITE_OK and staging(t):
         rc = staged_write(t, ST_CALIBRATION_MOVE, old, new, NULL)
     return rc

@@ -175,6 +175,10 @@ def test_writes_updates_deletes_and_rowid_changes(conn, rng):
             conn.execute("INSERT INTO idx(vector) VALUES (?)", (blob(vectors[i]),))
             oracle.insert(i + 1, vectors[i])
     assert conn.execute("SELECT max(rowid), count(*) FROM idx").fetchone() == (130, 130)
+    # Without a rowid: one more than the largest live rowid, as in a plain rowid table.
+    conn.execute("DELETE FROM idx WHERE rowid = 130")
+    conn.execute("INSERT INTO idx(vector) VALUES (?)", (blob(vectors[129]),))
+    assert conn.execute("SELECT max(rowid), count(*) FROM idx").fetchone() == (130, 130)
     conn.execute("UPDATE idx SET vector = ? WHERE rowid = 64", (blob(vectors[150]),))
     oracle.rows[64] = vectors[150]
     conn.execute("UPDATE idx SET rowid = 1000 WHERE rowid = 65")
@@ -544,3 +548,37 @@ def test_stored_int8_bytes_equal_numpy_quantization(conn, rng):
     assert (got == quantize.int8_quantize(vectors, ranges)).all()
     sql = conn.execute("SELECT int8_quantize(?, ?)", (blob(vectors[0]), ranges.tobytes())).fetchone()[0]
     assert np.frombuffer(sql, np.int8).tolist() == got[0].tolist()
+
+
+def test_limit_without_k_sets_k(conn, rng):
+    make(conn, 8, rescore="float32")
+    vectors = rng.standard_normal((40, 8)).astype(F32)
+    conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)", [(i, blob(v)) for i, v in enumerate(vectors)])
+    q = blob(vectors[0])
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ?", (q,)).fetchall()) == 10
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? LIMIT 25", (q,)).fetchall()) == 25
+    assert len(conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? AND k = 3 LIMIT 25", (q,)).fetchall()) == 3
+    assert len(conn.execute("SELECT rowid FROM idx LIMIT 5").fetchall()) == 5
+
+
+def test_a_batch_of_queries_in_one_match(conn, rng):
+    dim = 21
+    make(conn, dim, rescore="float32", chunk_size=64)
+    oracle = Oracle(dim, "float32")
+    vectors = rng.standard_normal((150, dim)).astype(F32)
+    conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)", [(i, blob(v)) for i, v in enumerate(vectors)])
+    for i, v in enumerate(vectors):
+        oracle.insert(i, v)
+    queries = rng.standard_normal((4, dim)).astype(F32)
+    rows = conn.execute("SELECT query, rowid, score, distance FROM idx WHERE vector MATCH ? AND k = 6 AND oversample = 50",
+                        (queries.tobytes(),)).fetchall()
+    assert [r[0] for r in rows] == [q for q in range(4) for _ in range(6)]
+    for q in range(4):
+        expected, scores = oracle.search(queries[q], k=6, oversample=50)
+        assert_same_results([r[1:] for r in rows if r[0] == q], expected, scores)
+    single = conn.execute("SELECT query, rowid FROM idx WHERE vector MATCH ? AND k = 2", (blob(queries[1]),)).fetchall()
+    assert [r[0] for r in single] == [0, 0]
+    bad = queries.copy()
+    bad[2, 5] = np.inf
+    with pytest.raises(apsw.SQLError, match="sqlitebin: idx: query 2 of the MATCH batch holds a non-finite value at index 5"):
+        conn.execute("SELECT rowid FROM idx WHERE vector MATCH ?", (bad.tobytes(),)).fetchall()
