@@ -14,6 +14,8 @@ them when a document's id changes, so plain SQL deletes and updates keep the thr
 The registry table `sqlitebin_collections` holds one row of settings per collection.
 """
 
+from .errors import InvalidArgument
+
 SCHEMA_VERSION = 2
 REGISTRY = "sqlitebin_collections"
 MAX_NAME_LENGTH = 128
@@ -45,8 +47,6 @@ def quote_literal(value):
 
 
 def validate_name(function, name):
-    from .errors import InvalidArgument
-
     if not isinstance(name, str):
         raise TypeError(f"{function}: collection name must be a string, got {type(name).__name__}")
     if not name or "\x00" in name or len(name) > MAX_NAME_LENGTH:
