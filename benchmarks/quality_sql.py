@@ -6,7 +6,8 @@ defaults (int8 rescoring, ranges calibrated by the extension), once in bulk (one
 transaction) and once one row at a time (each INSERT its own transaction, so calibration happens part-way);
 each query is one `SELECT rowid FROM idx WHERE vector MATCH ? AND k = 10`. Reported against exact float32
 search (NumPy brute force): nDCG@10 retained (target >= 99%) and recall@10 (target >= 0.95), with the ingest
-rates and the median query time (context only: timings on a shared machine are noisy).
+rates and the median query time (context only: timings on a shared machine are noisy). A third row
+recomputes the int8 ranges from every row (`'recalibrate'`) after the bulk load, for comparison.
 
     python benchmarks/quality_sql.py [--corpus corpus.jsonl.gz --queries queries-dev.jsonl.gz] [--limit N]
 """
@@ -50,10 +51,12 @@ def fill(conn, vectors, one_at_a_time):
     return time.perf_counter() - start
 
 
-def run(vectors, query_vectors, one_at_a_time):
+def run(vectors, query_vectors, one_at_a_time, recalibrate=False):
     conn = apsw.Connection(":memory:")
     sqlitebin.load(conn)
     seconds = fill(conn, vectors, one_at_a_time)
+    if recalibrate:  # ranges from every row instead of the first calibration_rows
+        conn.execute("INSERT INTO idx(idx) VALUES ('recalibrate')")
     calibrated = conn.execute("SELECT value IS NOT NULL FROM idx_config WHERE key = 'ranges'").fetchall()[0][0]
     ranked, times = [], []
     for query in query_vectors:
@@ -90,12 +93,13 @@ def main():
           f"exact float32 nDCG@10 = {exact_ndcg:.4f}")
     print(f"{'load':<22} {'nDCG@10':>8} {'retained':>9} {'recall@10':>10} {'ingest/s':>10} {'p50 ms':>7}  calibrated")
     failed = False
-    for name, one_at_a_time in (("bulk executemany", False), ("one row at a time", True)):
-        ranked, rate, p50, calibrated = run(vectors, query_vectors, one_at_a_time)
+    for name, one_at_a_time, recalibrate in (("bulk executemany", False, False), ("one row at a time", True, False),
+                                              ("bulk + 'recalibrate'", False, True)):
+        ranked, rate, p50, calibrated = run(vectors, query_vectors, one_at_a_time, recalibrate)
         ndcg = metrics.mean_ndcg_at_k(ranked, relevant, K)
         recall = metrics.mean_recall_at_k(ranked, exact_lists, K)
         retained = ndcg / exact_ndcg
-        failed |= retained < 0.99 or recall < 0.95
+        failed |= not recalibrate and (retained < 0.99 or recall < 0.95)  # the targets are for the defaults
         print(f"{name:<22} {ndcg:8.4f} {retained:9.2%} {recall:10.4f} {rate:10,.0f} {p50:7.2f}  {calibrated}")
     print("targets: nDCG@10 retained >= 99%, recall@10 >= 0.95: " + ("NOT MET" if failed else "met"))
     return 1 if failed else 0
