@@ -38,8 +38,8 @@ def normalize(vectors):
     return (vectors / np.where(norms > 0, norms, 1)).astype("<f4")
 
 
-def fill(conn, vectors, one_at_a_time):
-    conn.execute(f"CREATE VIRTUAL TABLE idx USING sqlitebin(dim={DIM})")
+def fill(conn, vectors, one_at_a_time, options=""):
+    conn.execute(f"CREATE VIRTUAL TABLE idx USING sqlitebin(dim={DIM}{options})")
     rows = [(i, vectors[i].tobytes()) for i in range(len(vectors))]
     start = time.perf_counter()
     if one_at_a_time:
@@ -51,10 +51,10 @@ def fill(conn, vectors, one_at_a_time):
     return time.perf_counter() - start
 
 
-def run(vectors, query_vectors, one_at_a_time, recalibrate=False):
+def run(vectors, query_vectors, one_at_a_time, recalibrate=False, options=""):
     conn = apsw.Connection(":memory:")
     sqlitebin.load(conn)
-    seconds = fill(conn, vectors, one_at_a_time)
+    seconds = fill(conn, vectors, one_at_a_time, options)
     if recalibrate:  # ranges from every row instead of the first calibration_rows
         conn.execute("INSERT INTO idx(idx) VALUES ('recalibrate')")
     calibrated = conn.execute("SELECT value IS NOT NULL FROM idx_config WHERE key = 'ranges'").fetchall()[0][0]
@@ -74,6 +74,7 @@ def main():
     parser.add_argument("--corpus", default=DATA / "corpus.jsonl.gz")
     parser.add_argument("--queries", default=DATA / "queries-dev.jsonl.gz")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N documents (and their queries).")
+    parser.add_argument("--options", default="", help="Extra table options, e.g. ', calibration_rows=4096'.")
     args = parser.parse_args()
 
     documents = load_corpus(args.corpus)[:args.limit]
@@ -89,13 +90,14 @@ def main():
     exact_ndcg = metrics.mean_ndcg_at_k(exact_lists, relevant, K)
     print(f"sqlitebin {sqlitebin.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite {apsw.sqlite_lib_version()}")
-    print(f"{len(documents):,} documents, {len(queries):,} dev queries, WordLlama-{DIM}; "
+    print(f"{len(documents):,} documents, {len(queries):,} dev queries, WordLlama-{DIM}, "
+          f"sqlitebin(dim={DIM}{args.options}); "
           f"exact float32 nDCG@10 = {exact_ndcg:.4f}")
     print(f"{'load':<22} {'nDCG@10':>8} {'retained':>9} {'recall@10':>10} {'ingest/s':>10} {'p50 ms':>7}  calibrated")
     failed = False
     for name, one_at_a_time, recalibrate in (("bulk executemany", False, False), ("one row at a time", True, False),
                                               ("bulk + 'recalibrate'", False, True)):
-        ranked, rate, p50, calibrated = run(vectors, query_vectors, one_at_a_time, recalibrate)
+        ranked, rate, p50, calibrated = run(vectors, query_vectors, one_at_a_time, recalibrate, args.options)
         ndcg = metrics.mean_ndcg_at_k(ranked, relevant, K)
         recall = metrics.mean_recall_at_k(ranked, exact_lists, K)
         retained = ndcg / exact_ndcg
