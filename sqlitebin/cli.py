@@ -751,10 +751,19 @@ def migrate(db_path):
     Example:
         sqlitebin migrate docs.db
     """
-    with open_database(db_path, create=False) as database:  # opening for writing runs the upgrade
+    if os.path.isdir(db_path):
+        raise click.ClickException(f"{db_path} is a directory, not a database file")
+    try:
+        database = connect(db_path, create=False)  # opening for writing runs the upgrade
+    except apsw.NotADBError:
+        raise click.ClickException(f"{db_path} is not a SQLite database") from None
+    with database:
         names = database.collections()
+        versions = sorted({row[0] for row in database.conn.execute(
+            "SELECT schema_version FROM sqlitebin_collections")}) if names else [SCHEMA_VERSION]
     count = len(names)
-    click.echo(f"{db_path}: {count} collection{'s' if count != 1 else ''} at schema version {SCHEMA_VERSION}.")
+    shown = ", ".join(map(str, versions))
+    click.echo(f"{db_path}: {count} collection{'s' if count != 1 else ''} at schema version {shown}.")
 
 
 @main.command()

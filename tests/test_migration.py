@@ -136,3 +136,15 @@ def test_a_failed_upgrade_changes_nothing(migrated, monkeypatch):
     assert conn.execute("SELECT count(*) FROM debian_codes").fetchall()[0][0] > 0
     conn.close()
     assert len(before) > 0
+
+
+def test_migrate_command(migrated):
+    from click.testing import CliRunner
+
+    from sqlitebin.cli import main
+
+    result = CliRunner().invoke(main, ["migrate", str(migrated)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{migrated}: 2 collections at schema version 2."
+    with sqlitebin.connect(migrated, readonly=True) as db:
+        assert len(db.collection("vectors")) == 191
