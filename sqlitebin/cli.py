@@ -40,14 +40,16 @@ from .collection import (
     DEFAULT_OVERSAMPLE,
     MAX_K,
     MAX_OVERSAMPLE,
-    METHODS,
     MODES,
     RESCORE_KINDS,
     STORED_KINDS,
-    Collection,
 )
+from .bench import bench_command
 from .database import connect
 from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
+from .errors import InvalidWhere, MissingParameter, SqlitebinError
+from .evaluate import eval_command
+from .schema import SCHEMA_VERSION
 from .extension import loadable_path
 from .version import __version__
 
@@ -613,7 +615,7 @@ def describe(error):
     message = FUNCTION_PREFIX.sub("", message.strip().splitlines()[0] if message.strip() else message)
     if isinstance(error, apsw.Error):
         return f"SQLite: {message}"
-    if isinstance(error, (ValueError, TypeError, KeyError, OSError)):
+    if isinstance(error, (SqlitebinError, ValueError, TypeError, KeyError, OSError)):
         return message
     return f"unexpected {type(error).__name__}: {message} (run `sqlitebin --debug ...` for the traceback)"
 
@@ -1075,8 +1077,6 @@ def delete(db_path, ids, collection_name, sources):
                    "[default: what the collection stores]")
 @click.option("--candidates", type=click.Choice(CANDIDATE_KINDS), default="asymmetric", show_default=True,
               help="Candidate score: the float query against the codes, or Hamming distance between codes.")
-@click.option("--method", type=click.Choice(METHODS), default="knn", show_default=True,
-              help="The compiled chunk scan (knn) or a plain row scan with hamming() (sql).")
 @mode_option
 @click.option("--vector-weight", type=click.FloatRange(0, 100), default=DEFAULT_VECTOR_WEIGHT, show_default=True,
               help="Hybrid mode: the fused score is BM25 relative to the best keyword hit plus this x cosine.")
@@ -1086,7 +1086,7 @@ def delete(db_path, ids, collection_name, sources):
               help="A :NAME parameter for --where (the value is text; CAST it for numbers). Repeatable.")
 @json_option("One JSON object per result (rank, id, score, distance, text, metadata).")
 @click.option("--sql", "show_sql", is_flag=True, help="Print the SQL the search would run, and stop.")
-def search(db_path, query, k, collection_name, oversample, rescore, candidates, method, mode, vector_weight, where,
+def search(db_path, query, k, collection_name, oversample, rescore, candidates, mode, vector_weight, where,
            params, as_json, show_sql):
     """Find the k documents in DB that best match QUERY, by meaning, by words, or both.
 
@@ -1106,7 +1106,7 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
     """
     if not query.strip():
         raise click.ClickException("the query is empty; give some words to search for")
-    options = {"k": k, "oversample": oversample, "rescore": rescore, "candidates": candidates, "method": method,
+    options = {"k": k, "oversample": oversample, "rescore": rescore, "candidates": candidates,
                "where": where, "mode": mode, "vector_weight": vector_weight}
     with open_database(db_path, create=False) as database:
         collection = open_collection(database, db_path, collection_name)
@@ -1130,17 +1130,15 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
             except (KeyboardInterrupt, apsw.InterruptError):
                 click.echo("Interrupted.", err=True)
                 click.get_current_context().exit(EXIT_INTERRUPTED)
-        except ValueError as error:
+        except MissingParameter as error:
             if debugging():
                 raise
-            message = describe(error)
-            missing = re.match(r"where uses :(\w+) but params gives it no value", message)
-            if missing:
-                name = missing.group(1)
-                raise click.ClickException(f"--where uses :{name} but gives it no value; add -p {name} VALUE") from None
-            if message.startswith("where "):  # the library's check of the where condition
-                raise click.ClickException("--" + message) from None
-            raise
+            name = error.parameter
+            raise click.ClickException(f"--where uses :{name} but gives it no value; add -p {name} VALUE") from None
+        except InvalidWhere as error:
+            if debugging():
+                raise
+            raise click.ClickException("--" + describe(error)) from None
         except apsw.SQLError as error:
             if where is None or debugging():
                 raise
@@ -1191,6 +1189,30 @@ def info(db_path, as_json):
     for row in rows:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells).rstrip())
+
+
+@main.command()
+@click.argument("db_path", metavar="DB", type=click.Path(dir_okay=False, exists=True))
+def migrate(db_path):
+    """Upgrade DB, written by an older sqlitebin, to this version's tables (opening it for writing does the same).
+
+    \b
+    Example:
+        sqlitebin migrate docs.db
+    """
+    if os.path.isdir(db_path):
+        raise click.ClickException(f"{db_path} is a directory, not a database file")
+    try:
+        database = connect(db_path, create=False)  # opening for writing runs the upgrade
+    except apsw.NotADBError:
+        raise click.ClickException(f"{db_path} is not a SQLite database") from None
+    with database:
+        names = database.collections()
+        versions = sorted({row[0] for row in database.conn.execute(
+            "SELECT schema_version FROM sqlitebin_collections")}) if names else [SCHEMA_VERSION]
+    count = len(names)
+    shown = ", ".join(map(str, versions))
+    click.echo(f"{db_path}: {count} collection{'s' if count != 1 else ''} at schema version {shown}.")
 
 
 @main.command()
@@ -1282,17 +1304,5 @@ def demo(ctx, db_path, queries, k, progress):
             click.echo("Keep the database with --db demo.db, then: sqlitebin search demo.db \"text to find\"")
 
 
-# The `eval` and `bench` commands live in their own modules; a checkout without them still has a CLI.
-try:
-    from .evaluate import eval_command
-except ImportError:
-    pass
-else:
-    main.add_command(eval_command, "eval")
-
-try:
-    from .bench import bench_command
-except ImportError:
-    pass
-else:
-    main.add_command(bench_command, "bench")
+main.add_command(eval_command, "eval")
+main.add_command(bench_command, "bench")

@@ -355,10 +355,13 @@ def format_report(result: dict) -> str:
 def _parse_oversample(ctx, param, value):
     try:
         values = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected integers from 1 to {MAX_OVERSAMPLE} separated by commas, got {value!r}") from None
+    try:
         return _check_oversample("--oversample", values)
     except ValueError as error:
-        raise click.BadParameter(f"expected integers from 1 to {MAX_OVERSAMPLE} separated by commas, got {value!r}"
-                                 if "invalid literal" in str(error) else str(error))
+        raise click.BadParameter(str(error)) from None
 
 
 @click.command()

@@ -1,8 +1,9 @@
-"""NumPy versions of the extension's quantizers, for bulk ingest.
+"""Input checks and normalisation for ingest, and NumPy versions of the extension's quantizers.
 
-Ingest quantizes whole batches here instead of calling the SQL functions row
-by row; the formulas are the ones written in ext/quantize.pxi and ext/functions.pxi (`int8_code`,
-`binary_quantize_sql`) and the tests hold the two to the same bytes.
+Ingest only checks and L2-normalises vectors here: the `sqlitebin` index computes the codes, quantizes
+and calibrates itself. The quantizers below are the NumPy reference for the formulas written in
+ext/quantize.pxi and ext/functions.pxi (`int8_code`, `binary_quantize_sql`, calibration), which the
+tests hold the extension to, byte for byte.
 
 Bit layout: bit i of a vector is bit `7 - i % 8` of byte `i // 8`, set where
 the value is above its threshold, i.e. `numpy.packbits(v > t)`.
