@@ -40,7 +40,7 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
     transposed copy grows the same way)."""
     cdef ChunkData *d = &cache.data
     cdef int64_t old = cache.capacity_chunks, capacity, size = t.chunk_size
-    if chunks <= old:
+    if chunks <= old and d.chunk_start != NULL:  # an empty index still needs chunk_start[0]
         return SQLITE_OK
     capacity = chunks if chunks > 2 * old else 2 * old
     if (grow_array(<void**>&d.chunk_start, 8 * (old + 1), 8 * (capacity + 1))

@@ -3,11 +3,11 @@
 #
 #   dim=256 (required, 1..65536)  rescore=int8|float32|none (int8)  chunk_size=4096 (64..65536,
 #   a multiple of 64)  thresholds=X'..' (4*dim bytes)  ranges=X'..' (8*dim bytes, int8 only)
-#   calibration_rows=1024 (int8 only, 1..100000000)
+#   calibration_rows=4096 (int8 only, 1..100000000)
 
 cdef enum:
     DEFAULT_CHUNK_SIZE = 4096
-    DEFAULT_CALIBRATION_ROWS = 1024
+    DEFAULT_CALIBRATION_ROWS = 4096
     MAX_DIM = 65536
 
 ctypedef struct TableOptions:

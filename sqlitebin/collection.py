@@ -182,7 +182,7 @@ class Collection:
         thresholds = self._config("thresholds")
         self.thresholds = np.frombuffer(thresholds, dtype=quantize.FLOAT32).copy() if thresholds else None
         self.chunk_size = self._config("chunk_size")
-        self._tokenize = None
+        self._tokenizer_spec = None
         if self.fts:
             keyword.ensure_terms_table(self.conn, self.name)
 
@@ -503,9 +503,11 @@ class Collection:
 
     def query_terms(self, text):
         """The distinct terms keyword search looks for in `text`: [[token, phrase], ...] (see sqlitebin/keyword.py)."""
-        if self._tokenize is None:
-            self._tokenize = keyword.tokenizer(self.conn, self.name + "_fts")
-        return keyword.query_terms(self._tokenize, text)
+        if self._tokenizer_spec is None:
+            self._tokenizer_spec = keyword.tokenizer_spec(self.conn, self.name + "_fts")
+        # A new tokenizer for each query: one kept past the connection's close would be freed by code
+        # (the sqlitebin_cjk tokenizer's) that SQLite has unloaded by then.
+        return keyword.query_terms(keyword.tokenizer(self.conn, self._tokenizer_spec), text)
 
     def update_keyword_terms(self):
         """Recompute the table of frequent terms keyword search uses to choose what to score (writes through

@@ -6,7 +6,7 @@ Installed with ``pip install 'sqlitebin[datasette]'`` and registered through the
 - the extension in every connection Datasette opens (`prepare_connection`), so
   `hamming()`, `sqlitebin_knn` and the rest work in Datasette's SQL editor;
 - `/-/sqlitebin`: the sqlitebin collections of every database;
-- `/-/sqlitebin/DATABASE/COLLECTION?q=...&mode=vector&k=10`: a search page (query box,
+- `/-/sqlitebin/DATABASE/COLLECTION?q=...&mode=hybrid&k=10`: a search page (query box,
   mode, k; results with their scores, each linked to its row), and the same with
   `.json` appended to the path for the JSON form.
 
@@ -104,7 +104,7 @@ async def search_view(datasette, request):
     if name not in await _run(datasette, _collections, path):
         raise NotFound(f"No sqlitebin collection named {name!r} in {database}")
     query = request.args.get("q", "")
-    mode = request.args.get("mode") or "vector"
+    mode = request.args.get("mode") or await _run(datasette, _default_mode, path, name)
     k_text = request.args.get("k") or str(DEFAULT_K)
     error, hits = None, []
     try:
@@ -197,6 +197,13 @@ def _collections(path):
     database, lock = _database(path)
     with lock:
         return database.collections()
+
+
+def _default_mode(path, name):
+    """The mode Collection.search() takes for a text query when given none (hybrid where there is a text index)."""
+    database, lock = _database(path)
+    with lock:
+        return database.collection(name).default_mode("text")
 
 
 def _search(path, name, query, mode, k):

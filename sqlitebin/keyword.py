@@ -82,8 +82,8 @@ def ensure_terms_table(conn, collection_name):
         conn.execute(terms_table_ddl(collection_name).replace("IF NOT EXISTS ", "IF NOT EXISTS temp.", 1))
 
 
-def tokenizer(conn, fts_name):
-    """The FTS5 tokenizer a collection's text index uses, as an apsw tokenizer callable."""
+def tokenizer_spec(conn, fts_name):
+    """The FTS5 tokenizer a collection's text index uses: (name, arguments)."""
     rows = conn.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (fts_name,)).fetchall()
     name, args = DEFAULT_TOKENIZER
     match = _TOKENIZE_OPTION.search(rows[0][0]) if rows and rows[0][0] else None
@@ -91,7 +91,13 @@ def tokenizer(conn, fts_name):
         spec = (match.group(1) if match.group(1) is not None else match.group(2)).split()
         if spec:
             name, args = spec[0], spec[1:]
-    return conn.fts5_tokenizer(name, args)
+    return name, args
+
+
+def tokenizer(conn, spec):
+    """An apsw tokenizer callable for `spec` from tokenizer_spec(). Keep it no longer than one call: it may
+    belong to the sqlitebin extension, which SQLite unloads when the connection closes."""
+    return conn.fts5_tokenizer(*spec)
 
 
 def query_terms(tokenize, text):

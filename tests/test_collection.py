@@ -11,7 +11,7 @@ import sqlitebin
 from oracle import Oracle
 
 SEARCH_PATHS = list(itertools.product(["asymmetric", "hamming"], ["int8", "float32", "bits", "none"]))
-CALIBRATION_ROWS = 1024  # the index's default: int8 ranges are set once it holds this many rows
+CALIBRATION_ROWS = 4096  # the index's default: int8 ranges are set once it holds this many rows
 
 pytestmark = pytest.mark.usefixtures("requires_index")
 

@@ -251,7 +251,7 @@ def test_sqlitebin_embeddings_make_a_collection_plain_sqlitebin_can_search(tmp_p
     with sqlitebin.connect(path) as db:
         col = db.collection("langchain")
         assert (col.embedder_name, col.dim) == ("wordllama-l2_supercat", 64)
-        hits = col.search("free software", k=2)
+        hits = col.search("free software", k=2, mode="vector")
         assert [h.text for h in hits] == [d.page_content for d, _ in expected]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in expected], atol=1e-6)
         assert col.search("embedded", k=1, mode="keyword")[0].text.startswith("SQLite")

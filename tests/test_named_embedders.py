@@ -88,7 +88,7 @@ def test_collection_records_and_reopens_the_model(model, tmp_path, no_network, m
         assert col.embedder is not None and col.embedder.name == row[0][0]
         stored = np.array([oracle(vectors, t) for t in TEXTS[:-1]])
         for query in ("sqlite library", "free system", "vector search fast"):
-            hits = col.search(query, k=3)
+            hits = col.search(query, k=3, mode="vector")
             expected = np.argsort(-(stored @ oracle(vectors, query)), kind="stable")[:3] + 1
             assert [h.id for h in hits] == list(expected)
         # An explicit embedder= must name the same model.

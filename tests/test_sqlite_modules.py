@@ -89,12 +89,12 @@ ONE_PROCESS = textwrap.dedent("""
     db = sqlitebin.connect(path)  # apsw: a different SQLite library from all of the above
     col = db.create_collection("v", dim=64, embedder=None)
     rng = np.random.default_rng(16)
-    col.add(vectors=rng.standard_normal((5000, 64)).astype(np.float32))
+    vectors = rng.standard_normal((5000, 64)).astype(np.float32)
+    col.add(vectors=vectors)
     queries = rng.standard_normal((4, 64)).astype(np.float32)
     expected = [[(h.id, h.distance) for h in col.search(q, k=10)] for q in queries]
     code = np.packbits(queries[0] > 0).tobytes()
-    codes = np.frombuffer(b"".join(r[0] for r in db.conn.execute("SELECT code FROM v_codes ORDER BY id")),
-                          np.uint8).reshape(-1, 8)
+    codes = np.packbits(vectors > 0, axis=1)  # the index's codes (ids 1..5000), computed independently
     distances = np.unpackbits(codes ^ np.frombuffer(code, np.uint8), axis=1).sum(axis=1)
     nearest = sorted(zip(distances.tolist(), range(1, len(distances) + 1)))[:5]
 
@@ -118,7 +118,8 @@ ONE_PROCESS = textwrap.dedent("""
             for query, want in zip(queries, expected):
                 got = conn.execute(sql, col.search_params(col.query_vector(query), k=10)).fetchall()
                 assert [(row[0], row[2]) for row in got] == want, (name, turn)
-            rows = conn.execute("SELECT distance, id FROM sqlitebin_knn('v', ?, 5)", (code,)).fetchall()
+            rows = conn.execute("SELECT distance, rowid FROM v_index WHERE vector MATCH ? AND k = 5 "
+                                "AND candidates = 'hamming' AND rescore = 'none'", (code,)).fetchall()
             assert [tuple(row) for row in rows] == nearest, (name, rows, nearest)
     print(json.dumps(versions))
 """)

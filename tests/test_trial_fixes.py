@@ -56,21 +56,22 @@ def test_a_positional_parameter_in_where_is_one_clear_sentence(text_db, mode):
 
 
 DAMAGE = [
-    ("UPDATE sqlitebin_collections SET ranges = x'00'",
-     "the sqlitebin_collections entry of collection 'documents' is damaged: ranges is 1 bytes, not a float32 BLOB "
-     "of 2048 bytes (dim 256)"),
+    ("UPDATE sqlitebin_collections SET fts = 7",
+     "the sqlitebin_collections entry of collection 'documents' is damaged: fts is 7, not 0 or 1"),
     ("UPDATE sqlitebin_collections SET dim = 'abc'",
      "the sqlitebin_collections entry of collection 'documents' is damaged: dim is 'abc', not an integer from 1 to 65536"),
     ("UPDATE sqlitebin_collections SET rescore = 'int4'",
      "the sqlitebin_collections entry of collection 'documents' is damaged: rescore is 'int4', not one of int8, "
      "float32, none"),
-    ("UPDATE sqlitebin_collections SET thresholds = 5",
-     "the sqlitebin_collections entry of collection 'documents' is damaged: thresholds is int, not a float32 BLOB of "
-     "1024 bytes (dim 256)"),
+    ("UPDATE sqlitebin_collections SET embedder = x'05'",
+     "the sqlitebin_collections entry of collection 'documents' is damaged: embedder is b'\\x05', not a name"),
     ("ALTER TABLE sqlitebin_collections DROP COLUMN fts",
      "the sqlitebin_collections table of {db} is damaged or from another version of sqlitebin (no such column: fts)"),
     ('DROP TABLE "documents_documents"',
      "collection 'documents' is damaged: sqlitebin_collections lists it but its table \"documents_documents\" is "
+     "missing"),
+    ('DROP TABLE "documents_index"',
+     "collection 'documents' is damaged: sqlitebin_collections lists it but its table \"documents_index\" is "
      "missing"),
 ]
 
@@ -94,7 +95,7 @@ def test_a_damaged_registry_is_one_clear_sentence(text_db, tmp_path, damage, mes
 
 def test_search_help_does_not_call_keyword_scores_cosine():
     text = " ".join(CliRunner().invoke(main, ["search", "--help"]).output.split())
-    assert "cosine similarity for vector search" in text and "BM25" in text
+    assert "cosine similarity (--mode vector)" in text and "BM25 (keyword)" in text
     assert "scores are cosine similarities" not in text
 
 

@@ -20,7 +20,7 @@ def blob(vector):
 class Oracle:
     """What the table should hold: the input vectors by rowid, and how it scores them."""
 
-    def __init__(self, dim, rescore="int8", thresholds=None, calibration_rows=1024, ranges=None):
+    def __init__(self, dim, rescore="int8", thresholds=None, calibration_rows=4096, ranges=None):
         self.dim, self.rescore = dim, rescore
         self.thresholds = np.zeros(dim, F32) if thresholds is None else np.asarray(thresholds, F32)
         self.calibration_rows = calibration_rows
