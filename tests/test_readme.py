@@ -29,11 +29,12 @@ def test_readme_opens_with_the_two_commands():
     assert "pip install -e '.[test]' && pytest" in ci
 
 
-def test_sql_quick_start_in_the_sqlite3_shell():
+@pytest.mark.parametrize("number", [0, 1], ids=["virtual table", "scalar functions"])
+def test_sql_quick_start_in_the_sqlite3_shell(number):
     shell = shutil.which("sqlite3")
     if shell is None:
         pytest.skip("the sqlite3 command line is not installed")
-    block = code_blocks("sql")[0]
+    block = code_blocks("sql")[number]
     statements, expected = [], []
     current = []
     for line in block.splitlines():
