@@ -598,6 +598,78 @@ class Collection:
                 f"Collection.search(): where uses :{name} but params gives it no value", name) from None
         return [Hit(row[0], float(row[1]), row[2], row[3], _load_metadata(row[4])) for row in rows]
 
+    def search_many(self, queries, k=DEFAULT_K, *, mode=None, oversample=DEFAULT_OVERSAMPLE, rescore=None,
+                    candidates="asymmetric", where=None, params=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
+        """One list of hits per query, each exactly what `search()` returns for it with the same options.
+
+        `queries` is a list of texts or an (n, dim) array of vectors. Vector searches run as one
+        statement: the index takes every query in one MATCH and scans each block of codes for many
+        queries at once while it is in cache (`search_many_sql()`). Keyword and hybrid searches
+        (texts, `mode` other than 'vector') run one at a time.
+        """
+        function = "Collection.search_many()"
+        if isinstance(queries, str):
+            raise TypeError(f"{function}: queries must be a list of texts or an (n, dim) array, not one string")
+        texts = isinstance(queries, (list, tuple)) and len(queries) > 0 and all(isinstance(q, str) for q in queries)
+        if mode is None:
+            mode = self.default_mode("text" if texts else None)
+        if not texts or mode == "vector":
+            if texts:
+                for position, text in enumerate(queries):
+                    _check_unicode(function, f"query {position}", text)
+                    if not text.strip():
+                        raise InvalidArgument(f"{function}: query {position} is empty")
+                if self.embedder is None:
+                    raise NoEmbedder(
+                        f"{function}: collection {self.name!r} has no embedder "
+                        f"({self.embedder_name or 'vectors only'}); search with vectors, or reopen it with embedder=")
+                vectors = embed_texts(self.embedder, [q[:keyword.MAX_QUERY_CHARACTERS] for q in queries])
+            else:
+                vectors = queries
+            vectors = quantize.normalize(quantize.as_float32_matrix(function, vectors, self.dim))
+            if mode != "vector":
+                raise TypeError(f"{function}: mode={mode!r} needs text queries")
+            return self._search_vectors(function, vectors, k, oversample, rescore, candidates, where, params)
+        return [self.search(query, k, mode=mode, oversample=oversample, rescore=rescore, candidates=candidates,
+                            where=where, params=params, vector_weight=vector_weight) for query in queries]
+
+    def search_many_sql(self, *, k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE, rescore=None, candidates="asymmetric",
+                        where=None):
+        """The SQL that `search_many()` runs for vector queries: `:sqlitebin_vectors` is the n queries
+        as one float32 BLOB (n x dim values); rows are (query, id, score, distance, text, metadata),
+        by query, best first."""
+        mode, k, oversample, rescore, candidates, where, _ = self._search_options(
+            "vector", k, oversample, rescore, candidates, where, DEFAULT_VECTOR_WEIGHT)
+        t = self.tables
+        vector = self._vector_sql(":sqlitebin_k", rescore, candidates, where).replace(
+            "SELECT rowid AS id,", "SELECT query, rowid AS id,").replace(":sqlitebin_vector ", ":sqlitebin_vectors ")
+        return (
+            f"WITH vector AS ({vector})\n"
+            f"SELECT v.query, v.id, v.score, v.distance, d.text, d.metadata\n"
+            f"FROM vector AS v JOIN {t.documents} AS d ON d.id = v.id\n"
+            f"ORDER BY v.query, v.score DESC, v.id"
+        )
+
+    def _search_vectors(self, function, vectors, k, oversample, rescore, candidates, where, params):
+        sql = self.search_many_sql(k=k, oversample=oversample, rescore=rescore, candidates=candidates, where=where)
+        results = [[] for _ in range(len(vectors))]
+        if not len(vectors):
+            return results
+        values = dict(params or {})
+        clash = [name for name in values if name.startswith("sqlitebin_")]
+        if clash:
+            raise InvalidArgument(f"{function}: parameter names starting with 'sqlitebin_' are reserved, got {clash}")
+        values.update(sqlitebin_vectors=np.ascontiguousarray(vectors, dtype=quantize.FLOAT32).tobytes(),
+                      sqlitebin_k=int(k), sqlitebin_oversample=int(oversample))
+        try:
+            rows = self.conn.execute(sql, values).fetchall()
+        except KeyError as error:  # apsw: a named parameter without a value
+            name = error.args[0]
+            raise MissingParameter(f"{function}: where uses :{name} but params gives it no value", name) from None
+        for row in rows:
+            results[row[0]].append(Hit(row[1], float(row[2]), row[3], row[4], _load_metadata(row[5])))
+        return results
+
     # ------------------------------------------------------------------
     # Inspection
 
