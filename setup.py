@@ -6,6 +6,10 @@ and every section unreachable from it (Cython's Python-facing module code) is
 dropped. The result has no Python symbols, so the `sqlite3` shell loads it as
 well as apsw does, and it never links libsqlite3: SQLite's routines arrive
 through the pointer given to the entry point.
+
+A second shared object, sqlitebin/sqlitebin_preload.so (plain C, ext/preload.c),
+registers the extension in processes that never load extensions (dqlite nodes)
+when given in LD_PRELOAD.
 """
 
 import os
@@ -70,7 +74,15 @@ def extensions():
         extra_link_args=["-pthread", "-Wl,--gc-sections", "-Wl,--version-script=" + os.path.join("ext", "sqlitebin.map")],
         depends=["ext/kernels.h", "ext/sqlite3ext.pxd", "ext/sqlitebin.map"],
     )
-    return cythonize([extension], include_path=["ext"], compiler_directives={"language_level": "3"})
+    # sqlitebin/sqlitebin_preload.so: LD_PRELOAD it into a process that never loads extensions
+    # (a dqlite node) to register sqlitebin.so in every connection; see ext/preload.c.
+    preload = Extension(
+        "sqlitebin.sqlitebin_preload",
+        sources=["ext/preload.c"],
+        libraries=["dl", "pthread"],
+        extra_compile_args=["-O2", "-Wall"],
+    )
+    return cythonize([extension], include_path=["ext"], compiler_directives={"language_level": "3"}) + [preload]
 
 
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
@@ -92,6 +104,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
+        "dask": ["dask[distributed]>=2023.1"],
     },
     entry_points={"console_scripts": ["sqlitebin=sqlitebin.cli:main"]},
     zip_safe=False,
