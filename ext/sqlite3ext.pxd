@@ -36,6 +36,16 @@ cdef extern from "sqlite3ext.h" nogil:
         SQLITE_INDEX_CONSTRAINT_LIMIT
         SQLITE_VTAB_INNOCUOUS
         SQLITE_VTAB_DIRECTONLY
+        SQLITE_VTAB_CONSTRAINT_SUPPORT
+        SQLITE_INDEX_CONSTRAINT_MATCH
+        SQLITE_INDEX_SCAN_UNIQUE
+        SQLITE_CORRUPT_VTAB
+        SQLITE_ABORT
+        SQLITE_ROLLBACK
+        SQLITE_IGNORE
+        SQLITE_FAIL
+        SQLITE_REPLACE
+        SQLITE_MISUSE
 
     ctypedef void (*sqlite3_destructor_type)(void*)
     sqlite3_destructor_type SQLITE_TRANSIENT
@@ -102,6 +112,7 @@ cdef extern from "sqlite3ext.h" nogil:
         int orderByConsumed
         double estimatedCost
         sqlite3_int64 estimatedRows
+        int idxFlags
 
     ctypedef struct sqlite3_module:
         int iVersion
@@ -143,5 +154,29 @@ cdef extern from "sqlite3ext.h" nogil:
     int sqlite3_column_bytes(sqlite3_stmt*, int iCol)
     sqlite3_int64 sqlite3_column_int64(sqlite3_stmt*, int iCol)
     int sqlite3_column_type(sqlite3_stmt*, int iCol)
+    const unsigned char *sqlite3_column_text(sqlite3_stmt*, int iCol)
     const char *sqlite3_errmsg(sqlite3*)
     sqlite3 *sqlite3_context_db_handle(sqlite3_context*)
+
+    # Writing and reading shadow tables (the sqlitebin virtual table).
+    ctypedef struct sqlite3_blob
+    int sqlite3_blob_open(sqlite3*, const char *zDb, const char *zTable, const char *zColumn,
+                          sqlite3_int64 iRow, int flags, sqlite3_blob **ppBlob)
+    int sqlite3_blob_reopen(sqlite3_blob*, sqlite3_int64)
+    int sqlite3_blob_close(sqlite3_blob*)
+    int sqlite3_blob_bytes(sqlite3_blob*)
+    int sqlite3_blob_read(sqlite3_blob*, void *Z, int N, int iOffset)
+    int sqlite3_blob_write(sqlite3_blob*, const void *z, int n, int iOffset)
+    int sqlite3_bind_blob(sqlite3_stmt*, int, const void*, int n, void(*)(void*) noexcept nogil)
+    int sqlite3_bind_null(sqlite3_stmt*, int)
+    int sqlite3_bind_int64(sqlite3_stmt*, int, sqlite3_int64)
+    int sqlite3_bind_value(sqlite3_stmt*, int, const sqlite3_value*)
+    int sqlite3_reset(sqlite3_stmt*)
+    int sqlite3_exec(sqlite3*, const char *sql, void *callback, void *, char **errmsg)
+    void sqlite3_randomness(int N, void *P)
+    int sqlite3_vtab_on_conflict(sqlite3*)
+    int sqlite3_vtab_nochange(sqlite3_context*)
+    int sqlite3_value_nochange(sqlite3_value*)
+    int sqlite3_vtab_in(sqlite3_index_info*, int iCons, int bHandle)
+    int sqlite3_vtab_in_first(sqlite3_value *pVal, sqlite3_value **ppOut)
+    int sqlite3_vtab_in_next(sqlite3_value *pVal, sqlite3_value **ppOut)

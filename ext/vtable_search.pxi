@@ -1,0 +1,322 @@
+# Searching a sqlitebin table: WHERE vector MATCH :q AND k = 10 [AND oversample = 10]
+# [AND rescore = ...] [AND candidates = ...] [AND rowid IN (...)]. Candidates come from the
+# in-memory codes (cache.pxi) through the shared scan, with the rowid prefilter inside it;
+# then the candidates' stored vectors are read in location order and rescored here.
+
+cdef enum:
+    DEFAULT_K = 10
+    DEFAULT_OVERSAMPLE = 10
+
+ctypedef struct SearchRequest:
+    int64_t k
+    int64_t oversample
+    int rescore
+    int mode                  # MODE_ASYMMETRIC or MODE_HAMMING
+    const uint8_t *floats     # the float32 query, or NULL for a packed code
+    const uint8_t *code
+    sqlite3_value *rowids     # the prefilter: an IN list or one value; NULL for none
+    bint rowids_in
+
+
+cdef int positive_integer(VectorTable *t, sqlite3_value *value, const char *what, int64_t *out) noexcept nogil:
+    if sqlite3_value_type(value) != SQLITE_INTEGER:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: %s must be a positive INTEGER, got %s",
+                                             t.name, what, type_name(sqlite3_value_type(value))))
+    if sqlite3_value_int64(value) < 1:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: %s must be a positive INTEGER, got %lld",
+                                             t.name, what, sqlite3_value_int64(value)))
+    out[0] = sqlite3_value_int64(value)
+    return SQLITE_OK
+
+
+cdef int read_choice(VectorTable *t, sqlite3_value *value, int *out) noexcept nogil:
+    cdef const char *text = <const char*>sqlite3_value_text(value)
+    if text != NULL and sqlite3_value_type(value) == SQLITE_TEXT:
+        if strcmp(text, "int8") == 0:
+            out[0] = RESCORE_INT8
+        elif strcmp(text, "float32") == 0:
+            out[0] = RESCORE_FLOAT32
+        elif strcmp(text, "bits") == 0:
+            out[0] = RESCORE_BITS
+        elif strcmp(text, "none") == 0:
+            out[0] = RESCORE_NONE
+        else:
+            text = NULL
+    else:
+        text = NULL
+    if text == NULL:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: rescore must be 'int8', 'float32', 'bits' or 'none', got %s",
+                                             t.name, sqlite3_value_text(value)))
+    if (out[0] == RESCORE_INT8 or out[0] == RESCORE_FLOAT32) and out[0] != t.rescore:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: rescore = '%s' needs stored %s vectors, but %s stores %s",
+                                             t.name, text, text, t.name, "int8" if t.rescore == RESCORE_INT8 else (
+                                                 "float32" if t.rescore == RESCORE_FLOAT32 else "none")))
+    return SQLITE_OK
+
+
+cdef int read_query(VectorTable *t, sqlite3_value *query, SearchRequest *r) noexcept nogil:
+    cdef int nbytes = sqlite3_value_bytes(query), bad
+    cdef double magnitude
+    if sqlite3_value_type(query) != SQLITE_BLOB or (nbytes != 4 * t.dim and nbytes != t.code_bytes):
+        return table_fail(t, sqlite3_mprintf(
+            "sqlitebin: %s: the MATCH query must be a float32 BLOB of %d bytes (dim %d) or a packed code of %d bytes, "
+            "got %s of %d bytes", t.name, 4 * t.dim, t.dim, t.code_bytes, type_name(sqlite3_value_type(query)), nbytes))
+    if nbytes == t.code_bytes:
+        r.code = <const uint8_t*>sqlite3_value_blob(query)
+        return SQLITE_OK
+    r.floats = <const uint8_t*>sqlite3_value_blob(query)
+    bad = first_non_finite(r.floats, t.dim)
+    if bad >= 0:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query holds a non-finite value at index %d",
+                                             t.name, bad))
+    magnitude = magnitude_sum(r.floats, t.dim)
+    if magnitude > SQLITEBIN_MAX_QUERY_MAGNITUDE:
+        return table_fail(t, sqlite3_mprintf("sqlitebin: %s: the MATCH query values are too large "
+                                             "(their magnitudes add up to %g; the limit is 1e38)", t.name, magnitude))
+    return SQLITE_OK
+
+
+cdef int read_request(VectorTable *t, int idx_num, sqlite3_value **argv, SearchRequest *r) noexcept nogil:
+    """The query and the options, checked, with their defaults."""
+    cdef int argument = 1, rc
+    cdef const char *text
+    memset(r, 0, sizeof(SearchRequest))
+    r.k = DEFAULT_K
+    r.oversample = DEFAULT_OVERSAMPLE
+    r.rescore = -1
+    r.mode = -1
+    rc = read_query(t, argv[0], r)
+    if rc == SQLITE_OK and idx_num & HAS_K:
+        rc = positive_integer(t, argv[argument], "k", &r.k)
+        argument += 1
+    if rc == SQLITE_OK and idx_num & HAS_OVERSAMPLE:
+        rc = positive_integer(t, argv[argument], "oversample", &r.oversample)
+        argument += 1
+    if rc == SQLITE_OK and idx_num & HAS_RESCORE:
+        rc = read_choice(t, argv[argument], &r.rescore)
+        argument += 1
+    if rc == SQLITE_OK and idx_num & HAS_CANDIDATES:
+        text = <const char*>sqlite3_value_text(argv[argument])
+        if text != NULL and strcmp(text, "asymmetric") == 0:
+            r.mode = MODE_ASYMMETRIC
+        elif text != NULL and strcmp(text, "hamming") == 0:
+            r.mode = MODE_HAMMING
+        else:
+            rc = table_fail(t, sqlite3_mprintf("sqlitebin: %s: candidates must be 'asymmetric' or 'hamming', got %s",
+                                               t.name, text))
+        argument += 1
+    if rc == SQLITE_OK and idx_num & (HAS_ROWID_EQ | HAS_ROWID_IN):
+        r.rowids = argv[argument]
+        r.rowids_in = (idx_num & HAS_ROWID_IN) != 0
+    if rc == SQLITE_OK:
+        rc = request_defaults(t, r)
+    return rc
+
+
+cdef int request_defaults(VectorTable *t, SearchRequest *r) noexcept nogil:
+    if r.floats == NULL:
+        if r.mode == MODE_ASYMMETRIC:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s: a packed-code query allows only candidates = 'hamming'",
+                                                 t.name))
+        if r.rescore == RESCORE_INT8 or r.rescore == RESCORE_FLOAT32:
+            return table_fail(t, sqlite3_mprintf("sqlitebin: %s: a packed-code query allows only rescore = 'none' or "
+                                                 "'bits' (rescoring needs the float32 query)", t.name))
+        r.mode = MODE_HAMMING
+        if r.rescore < 0:
+            r.rescore = RESCORE_NONE
+    if r.mode < 0:
+        r.mode = MODE_ASYMMETRIC
+    if r.rescore < 0:
+        r.rescore = t.rescore
+    return SQLITE_OK
+
+
+cdef int build_prefilter(VectorTable *t, const SearchRequest *r, IdFilter *f) noexcept nogil:
+    """The allowed rowids (sorted, unique) as an IdFilter; an empty set when the list is empty."""
+    cdef int64_t *ids = NULL
+    cdef int64_t count = 0, capacity = 0, unique = 0, i
+    cdef sqlite3_value *value = NULL
+    cdef int rc = SQLITE_OK
+    if r.rowids_in:
+        rc = sqlite3_vtab_in_first(r.rowids, &value)
+    else:
+        value = r.rowids
+    while rc == SQLITE_OK and value != NULL:
+        if count == capacity:
+            capacity = capacity * 2 + 64
+            if grow_array(<void**>&ids, 8 * count, 8 * capacity):
+                rc = SQLITE_NOMEM
+                break
+        if sqlite3_value_type(value) == SQLITE_INTEGER:
+            ids[count] = sqlite3_value_int64(value)
+            count += 1
+        if not r.rowids_in:
+            break
+        rc = sqlite3_vtab_in_next(r.rowids, &value)
+    if rc == SQLITE_DONE:
+        rc = SQLITE_OK
+    if rc == SQLITE_OK:
+        qsort(ids, count, 8, compare_int64)
+        for i in range(count):
+            if unique == 0 or ids[i] != ids[unique - 1]:
+                ids[unique] = ids[i]
+                unique += 1
+        rc = filter_build(f, <const uint8_t*>ids, <int>(unique * 8)) if unique * 8 < 2147483647 else SQLITE_TOOBIG
+        if f.sorted_ids == <const int64_t*>ids and f.bitmap == NULL:
+            f.owned_ids = ids  # the filter reads the array in place: it owns it now
+            ids = NULL
+    sqlite3_free(ids)
+    return table_sqlite_fail(t, rc)
+
+
+ctypedef struct Candidate:
+    int64_t rowid
+    int64_t location
+    double key
+    double score
+    int64_t distance
+
+
+cdef int compare_location(const void *a, const void *b) noexcept nogil:
+    cdef int64_t x = (<const Candidate*>a).location, y = (<const Candidate*>b).location
+    return (x > y) - (x < y)
+
+
+cdef int compare_score(const void *a, const void *b) noexcept nogil:
+    cdef const Candidate *x = <const Candidate*>a
+    cdef const Candidate *y = <const Candidate*>b
+    if x.score != y.score:
+        return -1 if x.score > y.score else 1
+    return (x.rowid > y.rowid) - (x.rowid < y.rowid)
+
+
+cdef double bits_score(const uint8_t *floats, const uint8_t *code, int dim) noexcept nogil:
+    """dot(query, code read as +1/-1) / sqrt(dim)."""
+    cdef double total = 0
+    cdef int i
+    for i in range(dim):
+        if (code[i >> 3] << (i & 7)) & 0x80:
+            total += float_at(floats, i)
+        else:
+            total -= float_at(floats, i)
+    return total / sqrt(<double>dim)
+
+
+cdef double vector_score(VectorTable *t, const uint8_t *floats, const uint8_t *stored, bint exact) noexcept nogil:
+    """dot(query, stored vector): float32 values (exact) or int8 codes dequantized."""
+    cdef double total = 0
+    cdef int i
+    if exact:
+        for i in range(t.dim):
+            total += <double>float_at(floats, i) * <double>float_at(stored, i)
+        return total
+    for i in range(t.dim):
+        total += <double>float_at(floats, i) * <double>int8_value(
+            <int8_t>stored[i], float_at(t.ranges, i), float_at(t.ranges, t.dim + i))
+    return total
+
+
+cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query *q, const ChunkData *d,
+                            Candidate *hits, int64_t count, uint8_t *buffer) noexcept nogil:
+    """Fill score and distance of every candidate; stored vectors are read in location order."""
+    cdef VectorReader reader
+    cdef int64_t i
+    cdef int rc = SQLITE_OK
+    cdef const uint8_t *code
+    cdef bint read_vectors = r.rescore == RESCORE_INT8 or r.rescore == RESCORE_FLOAT32
+    reader.blob = NULL
+    reader.row = -1
+    if read_vectors:
+        qsort(hits, count, sizeof(Candidate), compare_location)
+    for i in range(count):
+        code = d.codes + hits[i].location * t.code_bytes
+        hits[i].distance = <int64_t>hamming_kernel(code, q.code, t.code_bytes) if t.code_bytes > 0 else 0
+        if read_vectors and staging(t):
+            rc = read_staged_vector(t, hits[i].rowid, buffer)
+            hits[i].score = vector_score(t, r.floats, buffer, True)
+        elif read_vectors:
+            rc = read_stored_vector(t, &reader, hits[i].location, buffer)
+            hits[i].score = vector_score(t, r.floats, buffer, r.rescore == RESCORE_FLOAT32)
+        elif r.floats != NULL and (r.rescore == RESCORE_BITS or r.mode == MODE_ASYMMETRIC):
+            hits[i].score = -hits[i].key / sqrt(<double>t.dim) if r.mode == MODE_ASYMMETRIC else bits_score(
+                r.floats, code, t.dim)
+        else:
+            hits[i].score = 1.0 - 2.0 * hits[i].distance / t.dim
+        if rc != SQLITE_OK:
+            break
+    vector_reader_close(&reader)
+    return rc
+
+
+cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter *allowed, ChunkData *d,
+                         Query *q, TopK *top) noexcept nogil:
+    """The best k (rescore none) or k x oversample codes, by the candidate order."""
+    cdef ScanContext scan
+    cdef int64_t wanted = r.k
+    cdef int rc = query_prepare(q, r.mode, t.dim, r.floats, r.code, t.thresholds)
+    if rc != SQLITE_OK:
+        return rc
+    if r.rescore != RESCORE_NONE:
+        wanted = r.k * r.oversample if r.oversample <= INT64_MAX // r.k else INT64_MAX
+    if wanted > t.next_location:
+        wanted = t.next_location  # never more than the slots there are
+    scan_context_init(&scan, q, allowed)
+    scan.top.k = wanted if wanted > 0 else 1
+    scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scan.top.k)
+    if scan.top.heap == NULL:
+        return SQLITE_NOMEM
+    rc = scan_all(&scan, d, q)
+    top[0] = scan.top
+    return rc
+
+
+cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **argv) noexcept nogil:
+    cdef SearchRequest r
+    cdef IdFilter allowed
+    cdef ChunkData *d = NULL
+    cdef Query q
+    cdef TopK top
+    cdef Candidate *hits = NULL
+    cdef int64_t i
+    cdef int rc
+    memset(&allowed, 0, sizeof(IdFilter))
+    memset(&q, 0, sizeof(Query))
+    memset(&top, 0, sizeof(TopK))
+    rc = read_request(t, idx_num, argv, &r)
+    if rc == SQLITE_OK and r.rowids != NULL:
+        rc = build_prefilter(t, &r, &allowed)
+    if rc == SQLITE_OK:
+        rc = cache_for_search(t, &d)
+    if rc == SQLITE_OK:
+        rc = scan_candidates(t, &r, &allowed if r.rowids != NULL else NULL, d, &q, &top)
+    if rc == SQLITE_OK:
+        hits = <Candidate*>sqlite3_malloc64(sizeof(Candidate) * top.size + 8)
+        rc = SQLITE_NOMEM if hits == NULL else SQLITE_OK
+    for i in range(top.size if rc == SQLITE_OK else 0):
+        hits[i].rowid = top.heap[i].id
+        hits[i].location = top.heap[i].location
+        hits[i].key = top.heap[i].key
+    if rc == SQLITE_OK:
+        rc = rescore_candidates(t, &r, &q, d, hits, top.size, c.buffer)
+    if rc == SQLITE_OK:
+        qsort(hits, top.size, sizeof(Candidate), compare_score)
+        rc = cursor_take(c, hits, top.size if top.size < r.k else r.k)
+    sqlite3_free(hits)
+    sqlite3_free(top.heap)
+    query_free(&q)
+    filter_free(&allowed)
+    return rc
+
+
+cdef int cursor_take(VectorCursor *c, const Candidate *hits, int64_t count) noexcept nogil:
+    cdef int64_t i
+    cdef int rc = cursor_allocate(c, count, True)
+    if rc != SQLITE_OK:
+        return rc
+    for i in range(count):
+        c.rowids[i] = hits[i].rowid
+        c.locations[i] = hits[i].location
+        c.scores[i] = hits[i].score
+        c.distances[i] = hits[i].distance
+    c.count = count
+    return SQLITE_OK
