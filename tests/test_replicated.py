@@ -6,8 +6,11 @@ registers sqlitebin with sqlite3_auto_extension (ext/preload.c). The demo's HTTP
 key/value pairs, so every statement goes through the `dqlite` shell (go-dqlite's client: it finds
 the leader and runs arbitrary SQL there). Loopback addresses only.
 
-The test writes vectors with plain SQL, searches with rescoring (candidates by hamming() on the
-codes, rescored with dot_float32() on the stored vectors; checked against NumPy), kills the leader
+The test writes vectors with plain SQL into a `sqlitebin` virtual table (int8 rescoring, calibrated
+through the cluster) beside a documents table, and into a plain table searched with the scalar
+functions; it searches both with rescoring (virtual table: `vector MATCH ... AND k = 10`, joined to
+the documents; plain table: hamming() candidates rescored with dot_float32(); both checked against
+NumPy), kills the leader
 with SIGKILL, and after the election checks that the same searches give identical results and that
 every acknowledged write is there; then the killed node restarts and catches up, which is shown by
 failing over until it is the leader and running the searches on it.
@@ -28,6 +31,7 @@ import numpy as np
 import pytest
 
 import sqlitebin
+from sqlitebin import quantize
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +44,7 @@ DIM = 64
 DOCUMENTS = 400
 BATCH = 40
 CANDIDATES = 60
+CALIBRATION_ROWS = 100
 K = 10
 TIMEOUT = 60.0
 
@@ -179,8 +184,25 @@ def oracle(vectors, ids, query):
     return [(int(i), -s, int(d)) for s, i, d in best]
 
 
+def index_sql(query, oversample=10):
+    """The virtual table's search (int8 rescoring), joined to the documents."""
+    return (
+        f"SELECT v.id, d.title, v.score, v.distance FROM (SELECT rowid AS id, score, distance FROM idx "
+        f"WHERE vector MATCH {hex_float32(query)} AND k = {K} AND oversample = {oversample}) AS v "
+        f"JOIN documents AS d ON d.id = v.id ORDER BY v.score DESC, v.id"
+    )
+
+
+def index_oracle(vectors, ids, query, ranges):
+    """Every row rescored with its int8 vector (sqlitebin.quantize, the documented formula)."""
+    stored = quantize.int8_dequantize(quantize.int8_quantize(vectors, ranges), ranges)
+    scores = stored.astype(np.float64) @ query.astype(np.float64)
+    order = np.lexsort((ids, -scores))[:K]
+    return [int(ids[i]) for i in order], scores[order]
+
+
 def run_searches(cluster, queries):
-    return [cluster.execute(search_sql(q)) for q in queries]
+    return [cluster.execute(search_sql(q)) for q in queries] + [cluster.execute(index_sql(q)) for q in queries]
 
 
 @pytest.fixture
@@ -203,6 +225,10 @@ def test_sqlitebin_survives_leader_failover_in_dqlite(cluster):
     # The extension is present on the leader (the node that runs statements).
     assert cluster.execute("SELECT hamming(x'ff00', x'0f0f'), sqlitebin_version()") == [["8", sqlitebin.__version__]]
     cluster.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, code BLOB NOT NULL, vector BLOB NOT NULL)")
+    # The virtual table: int8 rescoring, calibrated through the cluster after CALIBRATION_ROWS rows.
+    cluster.execute(f"CREATE TABLE documents (id INTEGER PRIMARY KEY, title TEXT NOT NULL); "
+                    f"CREATE VIRTUAL TABLE idx USING sqlitebin(dim={DIM}, rescore=int8, chunk_size=64, "
+                    f"calibration_rows={CALIBRATION_ROWS})")
 
     acknowledged = []
 
@@ -210,8 +236,13 @@ def test_sqlitebin_survives_leader_failover_in_dqlite(cluster):
         values = ", ".join(
             f"({int(ids[i])}, binary_quantize({hex_float32(vectors[i])}), {hex_float32(vectors[i])})"
             for i in range(start, stop))
-        # OR IGNORE: a batch retried after a timeout may have been committed by the first try.
-        cluster.execute(f"INSERT OR IGNORE INTO docs (id, code, vector) VALUES {values}")
+        titles = ", ".join(f"({int(ids[i])}, 'document {int(ids[i])}')" for i in range(start, stop))
+        rows = ", ".join(f"({int(ids[i])}, {hex_float32(vectors[i])})" for i in range(start, stop))
+        # One exec is one transaction (the shell wraps it), so a batch is in all three tables or none.
+        # OR IGNORE / OR REPLACE: a batch retried after a timeout may have been committed by the first try.
+        cluster.execute(f"INSERT OR IGNORE INTO docs (id, code, vector) VALUES {values}; "
+                        f"INSERT OR IGNORE INTO documents (id, title) VALUES {titles}; "
+                        f"INSERT OR REPLACE INTO idx (rowid, vector) VALUES {rows}")
         acknowledged.extend(int(i) for i in ids[start:stop])
 
     half = DOCUMENTS // 2
@@ -232,6 +263,8 @@ def test_sqlitebin_survives_leader_failover_in_dqlite(cluster):
     present = [int(row[0]) for row in cluster.execute("SELECT id FROM docs ORDER BY id")]
     assert set(acknowledged) <= set(present), "an acknowledged write was lost in the failover"
     assert present == sorted(acknowledged)
+    assert [int(row[0]) for row in cluster.execute("SELECT id FROM documents ORDER BY id")] == present
+    assert [int(row[0]) for row in cluster.execute("SELECT rowid FROM idx ORDER BY rowid")] == present
 
     # Searches with rescoring, against NumPy.
     before = run_searches(cluster, queries)
@@ -240,6 +273,23 @@ def test_sqlitebin_survives_leader_failover_in_dqlite(cluster):
         assert [int(r[0]) for r in rows] == [e[0] for e in expected]
         assert [int(r[2]) for r in rows] == [e[2] for e in expected]
         np.testing.assert_allclose([float(r[1]) for r in rows], [e[1] for e in expected], rtol=1e-5, atol=1e-6)
+
+    # The virtual table: calibrated once through the cluster; with every row a candidate the
+    # search is the exact int8-rescored top K.
+    config = dict(cluster.execute("SELECT key, hex(value) FROM idx_config WHERE key IN ('ranges', 'dim')"))
+    ranges = np.frombuffer(bytes.fromhex(config["ranges"]), dtype="<f4")
+    assert len(ranges) == 2 * DIM
+    np.testing.assert_array_equal(ranges, quantize.calibrate_ranges(vectors[:CALIBRATION_ROWS]))
+    assert cluster.execute("SELECT count(*) FROM idx") == [[str(DOCUMENTS)]]
+    cluster.execute("INSERT INTO idx (idx) VALUES ('integrity-check')")
+    for query in queries:
+        rows = cluster.execute(index_sql(query, oversample=DOCUMENTS // K))
+        expected_ids, expected_scores = index_oracle(vectors, ids, query, ranges)
+        assert [int(r[0]) for r in rows] == expected_ids
+        assert [r[1] for r in rows] == [f"document {i}" for i in expected_ids]
+        np.testing.assert_allclose([float(r[2]) for r in rows], expected_scores, rtol=1e-5, atol=1e-6)
+    for rows in before[len(queries):]:
+        assert len(rows) == K
 
     # Kill this leader too: the same searches give identical results (to the last printed digit).
     second_leader = cluster.index_of(cluster.leader())
@@ -266,3 +316,4 @@ def test_sqlitebin_survives_leader_failover_in_dqlite(cluster):
     assert [int(row[0]) for row in cluster.execute("SELECT id FROM docs ORDER BY id")] == present
     assert run_searches(cluster, queries) == before
     assert cluster.execute("SELECT * FROM pragma_integrity_check") == [["ok"]]
+    cluster.execute("INSERT INTO idx (idx) VALUES ('integrity-check')")
