@@ -231,3 +231,22 @@ def test_worker_killed_during_search_without_retries_is_a_clear_error(tmp_path):
     finally:
         client.close()
         cluster.close()
+
+
+@pytest.mark.slow
+def test_readme_sharded_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    [block] = re.findall(r"```py\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme"}
+    try:
+        exec(compile(block, str(readme), "exec"), namespace)
+    finally:
+        if "client" in namespace:
+            cluster = namespace["client"].cluster
+            namespace["client"].close()
+            cluster.close()
+    assert capsys.readouterr().out.splitlines() == ["1", "2 [1, 2] 1"]
