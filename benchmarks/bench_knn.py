@@ -1,7 +1,8 @@
-"""Fast-path benchmark: the `sqlitebin_knn` scan against sqlite-vec, faiss, usearch and NumPy, with its targets.
+"""Fast-path benchmark: the `sqlitebin` index scan against sqlite-vec, faiss, usearch and NumPy, with its targets.
 
-The engines and checks are those of `sqlitebin bench` (sqlitebin/bench.py): random 256-bit codes, top 100, one query
-at a time, every answer checked against a NumPy brute force, medians reported with ratios to `sqlitebin_knn`.
+The engines and checks are those of `sqlitebin bench` (sqlitebin/bench.py) plus the peers of benchmarks/peers.py:
+random 256-bit codes, top 100, one query at a time, every answer checked against a NumPy brute force, medians
+reported with ratios to the index's Hamming scan.
 This script runs only the scan, at 100k, 1M and 4M codes, and prints the fast path's targets beside the numbers:
 
 - 1,000,000 x 256-bit codes, k = 100: the Hamming scan at least 20x faster than sqlite-vec's vec0 KNN,
@@ -14,13 +15,15 @@ or not a target is met: a shared 2-core machine is too noisy to gate CI on speed
 
 import argparse
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/peers.py, also when loaded by path
+import peers as peer_engines  # noqa: E402
 from sqlitebin.bench import (
     ENGINES,
     check_targets,
     describe_machine,
     describe_machine_line,
-    load_peers,
     scan_benchmark,
     scan_tables,
     targets_table,
@@ -47,9 +50,10 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     machine = describe_machine()
-    peers, machine["peers"], skipped = load_peers(print)
+    extra, skipped = peer_engines.engines(print)
+    machine["peers"] = {engine.name: engine.version for engine in extra}
     print("machine: " + describe_machine_line(machine))
-    scan = scan_benchmark(args.sizes, (args.bits,), 100, args.repeat, log=print, peers=peers)
+    scan = scan_benchmark(args.sizes, (args.bits,), 100, args.repeat, log=print, extra_engines=extra)
     result = {"settings": {"sizes": list(args.sizes), "bits": [args.bits], "k": 100}, "scan": scan["rows"]}
     print()
     print(scan_tables(result))

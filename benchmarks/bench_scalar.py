@@ -123,9 +123,10 @@ def load_sqlite_vec(conn):
     except ImportError as error:
         print(f"skipping sqlite-vec: cannot import it ({error}); run `pip install sqlite-vec`")
         return None
-    from sqlitebin import bench
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peers import load_sqlite_vec as load
 
-    return bench.load_sqlite_vec(conn, sqlite_vec)
+    return load(conn, sqlite_vec)
 
 
 def main(argv=None):

@@ -23,6 +23,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/peers.py, also when loaded by path
+import peers  # noqa: E402
 from sqlitebin.bench import (  # noqa: E402
     ENGINES,
     bench,
@@ -32,6 +34,8 @@ from sqlitebin.bench import (  # noqa: E402
     targets_table,
 )
 from sqlitebin.datasets import sample_corpus_path, sample_queries_path  # noqa: E402
+
+LABELS = {**ENGINES, **peers.LABELS}
 from sqlitebin.evaluate import TEXT_MODES, curve_rows, evaluate, headline_rows, markdown_tables  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +75,8 @@ def measure(args):
     quality = evaluate(corpus, queries, progress=sys.stderr.isatty())
     log(f"eval took {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    speed = bench(quick=args.quick, corpus=corpus, log=log)
+    extra, skipped = peers.engines(log)
+    speed = bench(quick=args.quick, corpus=corpus, log=log, extra_engines=extra, skipped=skipped)
     log(f"bench took {time.perf_counter() - start:.0f} s")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -316,10 +321,10 @@ The queries, as run:
 
 | engine | query |
 | --- | --- |
-""" + "\n".join(f"| {ENGINES[engine]} | `{sql}` |" for engine, sql in speed["sql"].items()) + f"""
-| {ENGINES['faiss']} | `faiss.IndexBinaryFlat(bits)`, `index.search(query, k)` |
-| {ENGINES['usearch']} | `usearch.index.search(codes, query, k, MetricKind.Hamming, exact=True, threads=1)` |
-| {ENGINES['numpy']} | `np.bitwise_count(codes_u64 ^ query_u64).sum(axis=1)`, `argpartition`, sort of the top k |
+""" + "\n".join(f"| {LABELS[engine]} | `{sql}` |" for engine, sql in {**speed["sql"], **peers.SQL}.items()) + f"""
+| {LABELS['faiss']} | `faiss.IndexBinaryFlat(bits)`, `index.search(query, k)` |
+| {LABELS['usearch']} | `usearch.index.search(codes, query, k, MetricKind.Hamming, exact=True, threads=1)` |
+| {LABELS['numpy']} | `np.bitwise_count(codes_u64 ^ query_u64).sum(axis=1)`, `argpartition`, sort of the top k |
 
 Caveats: `sqlitebin_knn` keeps each connection's chunks in memory between queries (see ARCHITECTURE.md), so the
 warm-up query fills that cache, much as faiss, usearch and NumPy hold their codes in memory from the start; the row

@@ -81,7 +81,7 @@ class Oracle:
         return [(int(candidates[i]), float(scores[i]), int(distance[i])) for i in order]
 
     def knn(self, keys, count):
-        """sqlitebin_knn's Hamming top K among ids 1..count: [(id, distance)]."""
+        """The index's Hamming top K (rescore='none') among ids 1..count: [(id, distance)]."""
         chosen = self.smallest(keys, count, K)
         return [(int(key & ((1 << 40) - 1)), int(key >> 40)) for key in chosen]
 
@@ -160,8 +160,9 @@ def searcher(args):
                         hits = collection.search(query, K, oversample=OVERSAMPLE, candidates="hamming",
                                                  rescore="float32")
                         elapsed = time.perf_counter() - t
-                        rows = db.conn.execute(f"SELECT id, distance FROM sqlitebin_knn('{COLLECTION}', ?, {K})",
-                                               (code_bytes,)).fetchall()
+                        rows = db.conn.execute(
+                            f"SELECT rowid, distance FROM {COLLECTION}_index WHERE vector MATCH ? AND k = {K} "
+                            "AND candidates = 'hamming' AND rescore = 'none'", (normalized.tobytes(),)).fetchall()
                     return count, hits, rows, elapsed
 
                 count, hits, rows, elapsed = retry_busy(counts, in_snapshot, "read transaction")
@@ -204,8 +205,7 @@ def threads(args):
     db = sqlitebin.connect(args.db)
     collection = db.collection(COLLECTION)
     rng = np.random.default_rng(0)
-    paths = [dict(candidates=c, method=m, rescore=r) for c in ("asymmetric", "hamming") for m in ("knn", "sql")
-             for r in ("float32", "bits", "none")]
+    paths = [dict(candidates=c, rescore=r) for c in ("asymmetric", "hamming") for r in ("float32", "bits", "none")]
     queries = [rng.standard_normal(DIM).astype(np.float32) for _ in range(30)]
     expected = {(q, p): [(h.id, h.score, h.distance) for h in collection.search(queries[q], K, **paths[p])]
                 for q in range(len(queries)) for p in range(len(paths))}

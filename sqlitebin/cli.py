@@ -14,7 +14,6 @@ import csv
 import errno
 import gzip
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -37,13 +36,15 @@ from .collection import (
     DEFAULT_OVERSAMPLE,
     MAX_K,
     MAX_OVERSAMPLE,
-    METHODS,
     MODES,
     RESCORE_KINDS,
     STORED_KINDS,
-    Collection,
 )
+from .bench import bench_command
 from .database import connect
+from .errors import InvalidWhere, MissingParameter, SqlitebinError
+from .schema import SCHEMA_VERSION
+from .evaluate import eval_command
 from .embedding import WORDLLAMA_DIMS
 from .extension import loadable_path
 from .version import __version__
@@ -63,9 +64,6 @@ CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 128 KiB, is less than s
 # means nothing on the command line.
 FUNCTION_PREFIX = re.compile(r"^[A-Za-z_][\w.]*\(\): ")
 CANONICAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
-# `--mode` is offered only once Collection.search() takes it.
-SEARCH_TAKES_MODE = "mode" in inspect.signature(Collection.search).parameters
-SEARCH_SQL_TAKES_MODE = "mode" in inspect.signature(Collection.search_sql).parameters
 
 
 # ----------------------------------------------------------------------
@@ -363,7 +361,7 @@ def describe(error):
     message = FUNCTION_PREFIX.sub("", message.strip().splitlines()[0] if message.strip() else message)
     if isinstance(error, apsw.Error):
         return f"SQLite: {message}"
-    if isinstance(error, (ValueError, TypeError, KeyError, OSError)):
+    if isinstance(error, (SqlitebinError, ValueError, TypeError, KeyError, OSError)):
         return message
     return f"unexpected {type(error).__name__}: {message} (run `sqlitebin --debug ...` for the traceback)"
 
@@ -507,8 +505,6 @@ def batch_size_option(function):
 
 
 def mode_option(function):
-    if not SEARCH_TAKES_MODE:
-        return function
     return click.option(
         "--mode", type=click.Choice(MODES), default="vector", show_default=True,
         help="Vector search, keyword (full-text) search, or both combined.",
@@ -646,8 +642,6 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
                    "[default: what the collection stores]")
 @click.option("--candidates", type=click.Choice(CANDIDATE_KINDS), default="asymmetric", show_default=True,
               help="Candidate score: the float query against the codes, or Hamming distance between codes.")
-@click.option("--method", type=click.Choice(METHODS), default="knn", show_default=True,
-              help="The compiled chunk scan (knn) or a plain row scan with hamming() (sql).")
 @mode_option
 @click.option("--where", metavar="SQL",
               help="SQL condition on the documents (columns id, text, metadata), applied before the top k.")
@@ -655,8 +649,8 @@ def index(ctx, db_path, inputs, collection_name, dim, rescore, format_name, spli
               help="A :NAME parameter for --where (the value is text; CAST it for numbers). Repeatable.")
 @json_option("One JSON object per result (rank, id, score, distance, text, metadata).")
 @click.option("--sql", "show_sql", is_flag=True, help="Print the SQL the search would run, and stop.")
-def search(db_path, query, k, collection_name, oversample, rescore, candidates, method, where, params, as_json,
-           show_sql, mode=None):
+def search(db_path, query, k, collection_name, oversample, rescore, candidates, where, params, as_json,
+           show_sql, mode):
     """Find the k documents in DB closest in meaning to QUERY.
 
     Prints a table of rank, score, id (the input's own id, or file:line for text files) and the start of
@@ -671,8 +665,8 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
     """
     if not query.strip():
         raise click.ClickException("the query is empty; give some words to search for")
-    options = {"k": k, "oversample": oversample, "rescore": rescore, "candidates": candidates, "method": method,
-               "where": where}
+    options = {"k": k, "oversample": oversample, "rescore": rescore, "candidates": candidates, "where": where,
+               "mode": mode}
     with open_database(db_path, create=False) as database:
         collection = open_collection(database, db_path, collection_name)
         if collection.embedder is None and not show_sql:
@@ -684,22 +678,18 @@ def search(db_path, query, k, collection_name, oversample, rescore, candidates, 
                 f"collection {collection.name!r} in {db_path} {reason}; search it from Python with a query vector")
         try:
             if show_sql:
-                sql_options = dict(options, mode=mode) if SEARCH_SQL_TAKES_MODE else options
-                click.echo(collection.search_sql(**sql_options))
+                click.echo(collection.search_sql(**options))
                 return
-            search_options = dict(options, mode=mode) if SEARCH_TAKES_MODE else options
-            hits = collection.search(query, params=dict(params), **search_options)
-        except ValueError as error:
+            hits = collection.search(query, params=dict(params), **options)
+        except MissingParameter as error:
             if debugging():
                 raise
-            message = describe(error)
-            missing = re.match(r"where uses :(\w+) but params gives it no value", message)
-            if missing:
-                name = missing.group(1)
-                raise click.ClickException(f"--where uses :{name} but gives it no value; add -p {name} VALUE") from None
-            if message.startswith("where "):  # the library's check of the where condition
-                raise click.ClickException("--" + message) from None
-            raise
+            name = error.parameter
+            raise click.ClickException(f"--where uses :{name} but gives it no value; add -p {name} VALUE") from None
+        except InvalidWhere as error:
+            if debugging():
+                raise
+            raise click.ClickException("--" + describe(error)) from None
         except apsw.SQLError as error:
             if where is None or debugging():
                 raise
@@ -750,6 +740,21 @@ def info(db_path, as_json):
     for row in rows:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         click.echo("  ".join(cells).rstrip())
+
+
+@main.command()
+@click.argument("db_path", metavar="DB", type=click.Path(dir_okay=False, exists=True))
+def migrate(db_path):
+    """Upgrade DB, written by an older sqlitebin, to this version's tables (opening it for writing does the same).
+
+    \b
+    Example:
+        sqlitebin migrate docs.db
+    """
+    with open_database(db_path, create=False) as database:  # opening for writing runs the upgrade
+        names = database.collections()
+    count = len(names)
+    click.echo(f"{db_path}: {count} collection{'s' if count != 1 else ''} at schema version {SCHEMA_VERSION}.")
 
 
 @main.command()
@@ -841,17 +846,5 @@ def demo(ctx, db_path, queries, k, progress):
             click.echo("Keep the database with --db demo.db, then: sqlitebin search demo.db \"text to find\"")
 
 
-# The `eval` and `bench` commands live in their own modules; a checkout without them still has a CLI.
-try:
-    from .evaluate import eval_command
-except ImportError:
-    pass
-else:
-    main.add_command(eval_command, "eval")
-
-try:
-    from .bench import bench_command
-except ImportError:
-    pass
-else:
-    main.add_command(bench_command, "bench")
+main.add_command(eval_command, "eval")
+main.add_command(bench_command, "bench")

@@ -1,36 +1,35 @@
-"""A collection: texts or vectors stored as binary codes plus rescoring vectors, searched in SQL.
+"""A collection: documents with their vectors in a `sqlitebin` virtual table, searched in one SQL statement.
 
-Search runs in two stages, both in one SQL statement that `search_sql()`
-returns: candidates (k x oversample) come from the binary codes, by Hamming
-distance or by the asymmetric score (the float query against the codes read
-as +1/-1), through the compiled `sqlitebin_knn` scan (`method="knn"`) or a
-plain row scan with `hamming()` (`method="sql"`); then the candidates are
-re-ranked with the float query against the stored int8 or float32 vectors, or
-the bits themselves. Scores are cosine similarities (vectors are L2-normalised
-at ingest): higher is better and comparable across queries. Distances are
-Hamming bits between the query's code and the document's.
+A collection N is the table N_documents (text, metadata), an FTS5 index of the texts (text
+collections) and N_index, a `sqlitebin` virtual table whose rowid is the document id; see
+schema.py. Every vector read and write goes through SQL on N_index: the extension computes the
+binary codes, quantizes the rescoring vectors (calibrating the int8 ranges from the data), and
+answers `WHERE vector MATCH :query AND k = ...` with candidates from the codes (the float query
+against the codes read as +1/-1, or Hamming distance) rescored with the stored int8 or float32
+vectors or the bits. Scores are cosine similarities (vectors are L2-normalised at ingest): higher
+is better and comparable across queries. Distances are Hamming bits between the query's code and
+the document's. `search_sql()` returns the statement `search()` runs.
 """
 
 import contextlib
 import json
-import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import apsw
 import numpy as np
 
 from . import quantize
-from .embedding import embed_texts, embedder_name
-from .schema import TableNames
+from .embedding import embed_texts
+from .errors import CollectionNotFound, InvalidArgument, InvalidWhere, MissingParameter, NoEmbedder
+from .schema import TableNames, quote_identifier
 
 RESCORE_KINDS = ("int8", "float32", "bits", "none")
 STORED_KINDS = ("int8", "float32", "none")
 CANDIDATE_KINDS = ("asymmetric", "hamming")
-METHODS = ("knn", "sql")
 MODES = ("vector", "keyword", "hybrid")
-MAX_K = 100_000  # also the limit of sqlitebin_knn
+MAX_K = 100_000
 MAX_OVERSAMPLE = 1000
 DEFAULT_K = 10
 DEFAULT_OVERSAMPLE = 10
@@ -77,13 +76,13 @@ def _check_int(function, name, value, low, high):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{function}: {name} must be an integer, got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{function}: {name} must be from {low} to {high}, got {value}")
+        raise InvalidArgument(f"{function}: {name} must be from {low} to {high}, got {value}")
     return int(value)
 
 
 def _check_choice(function, name, value, choices):
     if value not in choices:
-        raise ValueError(f"{function}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise InvalidArgument(f"{function}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -97,8 +96,11 @@ def check_where(function, where):
     if where is None:
         return None
     if not isinstance(where, str) or not where.strip():
-        raise ValueError(f"{function}: where must be a non-empty SQL condition, got {where!r}")
-    _check_unicode(function, "where", where)
+        raise InvalidWhere(f"{function}: where must be a non-empty SQL condition, got {where!r}")
+    try:
+        _check_unicode(function, "where", where)
+    except InvalidArgument as error:
+        raise InvalidWhere(str(error)) from None
     quote = None
     i = 0
     while i < len(where):
@@ -111,9 +113,9 @@ def check_where(function, where):
         elif ch == "[":
             quote = "]"
         elif where.startswith("--", i) or where.startswith("/*", i):
-            raise ValueError(f"{function}: where must not contain SQL comments, got {where!r}")
+            raise InvalidWhere(f"{function}: where must not contain SQL comments, got {where!r}")
         elif ch == ";":
-            raise ValueError(f"{function}: where must be a single SQL condition without ';', got {where!r}")
+            raise InvalidWhere(f"{function}: where must be a single SQL condition without ';', got {where!r}")
         i += 1
     return where
 
@@ -128,23 +130,33 @@ class Collection:
         self.name = settings["name"]
         self.tables = TableNames(self.name)
         self.dim = settings["dim"]
-        self.code_bytes = settings["code_bytes"]
+        self.code_bytes = (self.dim + 7) // 8
         self.rescore = settings["rescore"]
-        self.chunk_codes = settings["chunk_codes"]
         self.fts = bool(settings["fts"])
         self.embedder_name = settings["embedder"]
         self.embedder_version = settings["embedder_version"]
-        self.thresholds = (
-            np.frombuffer(settings["thresholds"], dtype=quantize.FLOAT32).copy() if settings["thresholds"] else None
-        )
-        self.ranges = np.frombuffer(settings["ranges"], dtype=quantize.FLOAT32).copy() if settings["ranges"] else None
         self.embedder = embedder
+        # Fixed when the index is created, so read once; the int8 ranges change (calibration,
+        # 'recalibrate'), so `ranges` reads them each time.
+        thresholds = self._config("thresholds")
+        self.thresholds = np.frombuffer(thresholds, dtype=quantize.FLOAT32).copy() if thresholds else None
+        self.chunk_size = self._config("chunk_size")
 
     def __repr__(self):
         return f"<Collection {self.name!r} dim={self.dim} rescore={self.rescore} documents={len(self)}>"
 
     def __len__(self):
         return self.conn.execute(f"SELECT count(*) FROM {self.tables.documents}").fetchall()[0][0]
+
+    def _config(self, key):
+        rows = self.conn.execute(f"SELECT value FROM {self.tables.index_config} WHERE key = ?", (key,)).fetchall()
+        return rows[0][0] if rows else None
+
+    @property
+    def ranges(self):
+        """The int8 ranges (dim lows then dim highs, float32) the index quantizes with; None until calibrated."""
+        ranges = self._config("ranges") if self.rescore == "int8" else None
+        return np.frombuffer(ranges, dtype=quantize.FLOAT32).copy() if ranges else None
 
     # ------------------------------------------------------------------
     # Writing
@@ -159,8 +171,8 @@ class Collection:
         an id already in the collection is an error (use `upsert()`).
         `metadata` is one JSON-serializable dict (or None) per document.
         Each batch of `batch_size` documents is one transaction; `progress(done, total)`
-        is called after each. Raises ValueError or TypeError for bad input,
-        before anything is written.
+        is called after each. Raises InvalidArgument (a ValueError) or TypeError for bad
+        input, before anything is written.
         """
         return self._write("Collection.add()", texts, vectors, ids, metadata, batch_size, progress, replace=False)
 
@@ -168,18 +180,17 @@ class Collection:
                progress: Optional[Callable[[int, int], None]] = None):
         """Insert or replace documents by id; same arguments as `add()` but `ids` is required."""
         if ids is None:
-            raise ValueError("Collection.upsert(): ids are required")
+            raise InvalidArgument("Collection.upsert(): ids are required")
         return self._write("Collection.upsert()", texts, vectors, ids, metadata, batch_size, progress, replace=True)
 
     def delete(self, ids):
-        """Delete documents by id (codes, vectors and index entries go with them); return how many existed."""
+        """Delete documents by id (their index rows and text index entries go with them); return how many existed."""
         ids = self._check_ids("Collection.delete()", ids, None)
         if not ids:
             return 0
         with transaction(self.conn):
             existing = self._count_existing(ids)
             self.conn.executemany(f"DELETE FROM {self.tables.documents} WHERE id = ?", [(i,) for i in ids])
-            self._compact()
         return existing
 
     def get(self, ids):
@@ -193,6 +204,18 @@ class Collection:
             )
         }
         return [Hit(i, 1.0, None, rows[i][1], _load_metadata(rows[i][2])) for i in ids if i in rows]
+
+    def vectors(self, ids):
+        """The stored vectors of these documents as an (n, dim) float32 array, in the order given
+        (exact for float32, dequantized for int8, the signs / sqrt(dim) for none); missing ids raise KeyError."""
+        ids = self._check_ids("Collection.vectors()", ids, None)
+        rows = dict(self.conn.execute(
+            f"SELECT rowid, vector FROM {self.tables.index} WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),)).fetchall())
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise CollectionNotFound(f"Collection.vectors(): no vector for id {missing[0]} in collection {self.name!r}")
+        return np.frombuffer(b"".join(rows[i] for i in ids), dtype=quantize.FLOAT32).reshape(len(ids), self.dim).copy()
 
     def _count_existing(self, ids):
         return self.conn.execute(
@@ -210,18 +233,18 @@ class Collection:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{function}: ids must be integers; id {position} is {value!r}")
             if not -(2**63) <= int(value) < 2**63:
-                raise ValueError(f"{function}: id {position} ({value}) does not fit in 64 bits")
+                raise InvalidArgument(f"{function}: id {position} ({value}) does not fit in 64 bits")
             checked.append(int(value))
         if count is not None and len(checked) != count:
-            raise ValueError(f"{function}: got {len(checked)} ids for {count} documents")
+            raise InvalidArgument(f"{function}: got {len(checked)} ids for {count} documents")
         if count is not None and len(set(checked)) != len(checked):
-            raise ValueError(f"{function}: ids must be unique")
+            raise InvalidArgument(f"{function}: ids must be unique")
         return checked
 
     def _write(self, function, texts, vectors, ids, metadata, batch_size, progress, replace):
         batch_size = _check_int(function, "batch_size", batch_size, 1, 1_000_000)
         if texts is None and vectors is None:
-            raise ValueError(f"{function}: give texts, vectors, or both")
+            raise InvalidArgument(f"{function}: give texts, vectors, or both")
         if isinstance(texts, str):
             raise TypeError(f"{function}: texts must be a list of strings, not one string")
         texts = list(texts) if texts is not None else None
@@ -234,9 +257,9 @@ class Collection:
             vectors = quantize.as_float32_matrix(function, vectors, self.dim)
         count = len(texts) if texts is not None else len(vectors)
         if texts is not None and vectors is not None and len(vectors) != count:
-            raise ValueError(f"{function}: got {count} texts but {len(vectors)} vectors")
+            raise InvalidArgument(f"{function}: got {count} texts but {len(vectors)} vectors")
         if vectors is None and self.embedder is None:
-            raise ValueError(
+            raise NoEmbedder(
                 f"{function}: collection {self.name!r} has no embedder ({self.embedder_name or 'vectors only'}); "
                 "pass vectors=, or reopen it with embedder="
             )
@@ -251,45 +274,28 @@ class Collection:
         assigned = [None] * count
         done = 0
         for start in range(0, count, batch_size):
-            batch = np.arange(start, min(count, start + batch_size))
-            batch_texts = [texts[i] for i in batch] if texts is not None else None
+            stop = min(count, start + batch_size)
+            batch_texts = texts[start:stop] if texts is not None else None
             if vectors is not None:
-                batch_vectors = vectors[batch]
+                batch_vectors = vectors[start:stop]
             else:
                 batch_vectors = quantize.as_float32_matrix(
                     function, embed_texts(self.embedder, batch_texts, batch_size=EMBED_BATCH_SIZE), self.dim)
-            batch_ids = [ids[i] for i in batch] if ids is not None else None
-            batch_metadata = [metadata_json[i] for i in batch]
-            # The int8 ranges are calibrated once, from the first batch a collection receives.
-            new_ranges = None
-            if self.rescore == "int8" and self.ranges is None:
-                new_ranges = quantize.calibrate_ranges(quantize.normalize(batch_vectors))
-            written = self._write_batch(function, batch_texts, batch_vectors, batch_ids, batch_metadata, replace,
-                                        new_ranges)
-            for position, new_id in zip(batch, written):
-                assigned[position] = new_id
-            done += len(batch)
+            batch_ids = ids[start:stop] if ids is not None else None
+            written = self._write_batch(function, batch_texts, batch_vectors, batch_ids, metadata_json[start:stop],
+                                        replace)
+            assigned[start:stop] = written
+            done = stop
             if progress is not None:
                 progress(done, count)
         return assigned
 
-    def _write_batch(self, function, texts, vectors, ids, metadata, replace, new_ranges):
-        """Write one batch in one transaction; `new_ranges`, when given, are stored with it."""
+    def _write_batch(self, function, texts, vectors, ids, metadata, replace):
+        """Write one batch in one transaction: documents, then their vectors into the index,
+        which computes the codes and quantizes (and calibrates the int8 ranges) itself."""
         vectors = quantize.normalize(vectors)
-        codes = quantize.binary_quantize(vectors, self.thresholds)
-        ranges = new_ranges if new_ranges is not None else self.ranges
-        if self.rescore == "int8":
-            stored = quantize.int8_quantize(vectors, ranges)
-        elif self.rescore == "float32":
-            stored = vectors
-        else:
-            stored = None
         t = self.tables
         with transaction(self.conn):
-            if new_ranges is not None:
-                self.conn.execute(
-                    "UPDATE sqlitebin_collections SET ranges = ? WHERE name = ?", (new_ranges.tobytes(), self.name)
-                )
             if ids is None:
                 first = self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {t.documents}").fetchall()[0][0]
                 ids = list(range(first, first + len(vectors)))
@@ -299,97 +305,30 @@ class Collection:
                     (json.dumps(ids),),
                 ).fetchall()
                 if clash:
-                    raise ValueError(
-                        f"{function}: id {clash[0][0]} already exists in collection {self.name!r}; use upsert() to replace it"
+                    raise InvalidArgument(
+                        f"{function}: id {clash[0][0]} already exists in collection {self.name!r}; "
+                        "use upsert() to replace it"
                     )
             text_column = texts if texts is not None else [None] * len(ids)
+            rows = vectors.tobytes()
+            width = 4 * self.dim
+            blobs = (rows[i * width:(i + 1) * width] for i in range(len(ids)))
             if replace:
                 # An update, not INSERT OR REPLACE: REPLACE would delete without firing
-                # the delete triggers that keep codes, vectors and the text index in step.
+                # the delete triggers that keep the index and the text index in step.
                 self.conn.executemany(
                     f"INSERT INTO {t.documents} (id, text, metadata) VALUES (?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET text = excluded.text, metadata = excluded.metadata",
                     zip(ids, text_column, metadata),
                 )
-                self.conn.executemany(
-                    f"INSERT INTO {t.codes} (id, code) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET code = excluded.code",
-                    zip(ids, (c.tobytes() for c in codes)),
-                )
-                if stored is not None:
-                    self.conn.executemany(
-                        f"INSERT INTO {t.vectors} (id, vector) VALUES (?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET vector = excluded.vector",
-                        zip(ids, (v.tobytes() for v in stored)),
-                    )
+                self.conn.executemany(f"INSERT OR REPLACE INTO {t.index} (rowid, vector) VALUES (?, ?)",
+                                      zip(ids, blobs))
             else:
                 self.conn.executemany(
                     f"INSERT INTO {t.documents} (id, text, metadata) VALUES (?, ?, ?)", zip(ids, text_column, metadata)
                 )
-                self.conn.executemany(
-                    f"INSERT INTO {t.codes} (id, code) VALUES (?, ?)", zip(ids, (c.tobytes() for c in codes))
-                )
-                if stored is not None:
-                    self.conn.executemany(
-                        f"INSERT INTO {t.vectors} (id, vector) VALUES (?, ?)", zip(ids, (v.tobytes() for v in stored))
-                    )
-            self._compact()
-        if new_ranges is not None:
-            self.ranges = new_ranges
+                self.conn.executemany(f"INSERT INTO {t.index} (rowid, vector) VALUES (?, ?)", zip(ids, blobs))
         return ids
-
-    # ------------------------------------------------------------------
-    # Chunk storage
-
-    def compact(self):
-        """Fold the change table into the chunk table (done after every write through this API)."""
-        with transaction(self.conn):
-            self._compact()
-
-    def _compact(self):
-        t = self.tables
-        rows = self.conn.execute(f"SELECT id, code FROM {t.changes} ORDER BY id").fetchall()
-        if not rows:
-            return
-        changed = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        stale_chunks = self.conn.execute(
-            f"SELECT chunk_id, ids, codes FROM {t.chunks} WHERE max_id >= ? AND min_id <= ?",
-            (int(changed[0]), int(changed[-1])),
-        ).fetchall()
-        for chunk_id, ids_blob, codes_blob in stale_chunks:
-            chunk_ids = np.frombuffer(ids_blob, dtype="<i8")
-            keep = ~np.isin(chunk_ids, changed)
-            if keep.all():
-                continue
-            if not keep.any():
-                self.conn.execute(f"DELETE FROM {t.chunks} WHERE chunk_id = ?", (chunk_id,))
-                continue
-            chunk_codes = np.frombuffer(codes_blob, dtype=np.uint8).reshape(len(chunk_ids), self.code_bytes)
-            self._write_chunk(chunk_id, chunk_ids[keep], chunk_codes[keep])
-        live = [(row[0], row[1]) for row in rows if row[1] is not None]
-        if live:
-            new_ids = np.fromiter((row[0] for row in live), dtype=np.int64, count=len(live))
-            new_codes = np.frombuffer(b"".join(row[1] for row in live), dtype=np.uint8).reshape(len(live), self.code_bytes)
-            tail = self.conn.execute(
-                f"SELECT chunk_id, ids, codes FROM {t.chunks} ORDER BY chunk_id DESC LIMIT 1"
-            ).fetchall()
-            if tail and len(tail[0][1]) // 8 < self.chunk_codes:
-                chunk_id, ids_blob, codes_blob = tail[0]
-                tail_ids = np.frombuffer(ids_blob, dtype="<i8")
-                room = self.chunk_codes - len(tail_ids)
-                tail_codes = np.frombuffer(codes_blob, dtype=np.uint8).reshape(len(tail_ids), self.code_bytes)
-                self._write_chunk(chunk_id, np.concatenate([tail_ids, new_ids[:room]]),
-                                  np.concatenate([tail_codes, new_codes[:room]]))
-                new_ids, new_codes = new_ids[room:], new_codes[room:]
-            for start in range(0, len(new_ids), self.chunk_codes):
-                self._write_chunk(None, new_ids[start : start + self.chunk_codes], new_codes[start : start + self.chunk_codes])
-        self.conn.execute(f"DELETE FROM {t.changes}")
-
-    def _write_chunk(self, chunk_id, ids, codes):
-        self.conn.execute(
-            f"REPLACE INTO {self.tables.chunks} (chunk_id, count, min_id, max_id, ids, codes) VALUES (?, ?, ?, ?, ?, ?)",
-            (chunk_id, len(ids), int(ids.min()), int(ids.max()),
-             np.ascontiguousarray(ids, dtype="<i8").tobytes(), np.ascontiguousarray(codes).tobytes()),
-        )
 
     # ------------------------------------------------------------------
     # Search
@@ -398,9 +337,9 @@ class Collection:
         """The normalised float32 query vector for a text or a vector."""
         if isinstance(query, str):
             if not query.strip():
-                raise ValueError("Collection.search(): the query is empty")
+                raise InvalidArgument("Collection.search(): the query is empty")
             if self.embedder is None:
-                raise ValueError(
+                raise NoEmbedder(
                     f"Collection.search(): collection {self.name!r} has no embedder "
                     f"({self.embedder_name or 'vectors only'}); search with a vector, or reopen it with embedder="
                 )
@@ -409,107 +348,90 @@ class Collection:
             vector = query
         vector = quantize.as_float32_matrix("Collection.search()", vector, self.dim)
         if len(vector) != 1:
-            raise ValueError(f"Collection.search(): expected one query vector, got {len(vector)}")
+            raise InvalidArgument(f"Collection.search(): expected one query vector, got {len(vector)}")
         return quantize.normalize(vector)[0]
 
-    def _search_options(self, mode, k, oversample, rescore, candidates, method, where, vector_weight):
+    def _search_options(self, mode, k, oversample, rescore, candidates, where, vector_weight):
         function = "Collection.search()"
         mode = _check_choice(function, "mode", mode, MODES)
         if mode != "vector" and not self.fts:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{function}: mode={mode!r} needs a text index, but collection {self.name!r} has none "
                 "(create it with fts=True)")
         k = _check_int(function, "k", k, 1, MAX_K)
         oversample = _check_int(function, "oversample", oversample, 1, MAX_OVERSAMPLE)
         rescore = self.rescore if rescore is None else _check_choice(function, "rescore", rescore, RESCORE_KINDS)
         if rescore in ("int8", "float32") and rescore != self.rescore:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{function}: rescore={rescore!r} needs {rescore} vectors, but collection {self.name!r} stores "
                 f"{self.rescore}; use rescore='bits' or 'none'" + (" or 'int8'" if self.rescore == "int8" else "")
             )
         candidates = _check_choice(function, "candidates", candidates, CANDIDATE_KINDS)
-        method = _check_choice(function, "method", method, METHODS)
         where = check_where(function, where)
         if isinstance(vector_weight, bool) or not isinstance(vector_weight, (int, float)) or not (
                 0.0 <= vector_weight <= 100.0):
-            raise ValueError(f"{function}: vector_weight must be a number from 0 to 100, got {vector_weight!r}")
-        return mode, k, oversample, rescore, candidates, method, where, float(vector_weight)
+            raise InvalidArgument(f"{function}: vector_weight must be a number from 0 to 100, got {vector_weight!r}")
+        return mode, k, oversample, rescore, candidates, where, float(vector_weight)
 
     def search_sql(self, *, mode="vector", k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE, rescore=None,
-                   candidates="asymmetric", method="knn", where=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
-        """The SQL that `search()` runs with these options; its parameters are named `:sqlitebin_*`."""
-        mode, k, oversample, rescore, candidates, method, where, vector_weight = self._search_options(
-            mode, k, oversample, rescore, candidates, method, where, vector_weight)
+                   candidates="asymmetric", where=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
+        """The SQL that `search()` runs with these options: one statement that also runs in the
+        `sqlite3` shell with the extension loaded. Its parameters are named `:sqlitebin_*`
+        (`:sqlitebin_vector` is the normalised query as a float32 BLOB; `search_params()` gives them all)."""
+        mode, k, oversample, rescore, candidates, where, vector_weight = self._search_options(
+            mode, k, oversample, rescore, candidates, where, vector_weight)
         t = self.tables
         if mode == "vector":
             return (
-                f"WITH candidates AS ({self._candidates_sql(candidates, method, where)}),\n"
-                f"vector AS ({self._rescored_sql(rescore, ':sqlitebin_k')})\n"
-                f"SELECT c.id, c.score, c.distance, d.text, d.metadata\n"
-                f"FROM vector AS c JOIN {t.documents} AS d ON d.id = c.id\n"
-                f"ORDER BY c.score DESC, c.id"
+                f"WITH vector AS ({self._vector_sql(':sqlitebin_k', rescore, candidates, where)})\n"
+                f"SELECT v.id, v.score, v.distance, d.text, d.metadata\n"
+                f"FROM vector AS v JOIN {t.documents} AS d ON d.id = v.id\n"
+                f"ORDER BY v.score DESC, v.id"
             )
         if mode == "keyword":
+            # The index gives each keyword hit its Hamming distance (rescore='none': nothing else is computed).
             return (
-                f"WITH keyword AS ({self._keyword_sql(where, ':sqlitebin_k')})\n"
-                f"SELECT c.id, c.score, hamming(b.code, :sqlitebin_code) AS distance, d.text, d.metadata\n"
-                f"FROM keyword AS c JOIN {t.documents} AS d ON d.id = c.id JOIN {t.codes} AS b ON b.id = c.id\n"
+                f"WITH keyword AS MATERIALIZED ({self._keyword_sql(where, ':sqlitebin_k')}),\n"
+                f"coded AS ({self._scored_sql('keyword', ':sqlitebin_k', 'none')})\n"
+                f"SELECT c.id, c.score, s.distance, d.text, d.metadata\n"
+                f"FROM keyword AS c JOIN coded AS s ON s.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
                 f"ORDER BY c.score DESC, c.id"
             )
         # Hybrid: the keyword top and the vector top, each document scored by its BM25
         # relative to the best keyword hit (1 for it, 0 when absent) plus the weighted
         # cosine from the rescoring vectors, which keyword-only documents get too.
-        score, join = self._score_sql(rescore, "c")
+        fused_rescore = "bits" if rescore == "none" else rescore
         return (
-            f"WITH candidates AS ({self._candidates_sql(candidates, method, where)}),\n"
-            f"vector AS MATERIALIZED ({self._rescored_sql(rescore, ':sqlitebin_vector_depth')}),\n"
+            f"WITH vector AS MATERIALIZED ({self._vector_sql(':sqlitebin_vector_depth', rescore, candidates, where)}),\n"
             f"keyword AS MATERIALIZED ({self._keyword_sql(where, ':sqlitebin_keyword_depth')}),\n"
             f"keyword_scaled AS (SELECT id, coalesce(score / nullif(max(score) OVER (), 0), 1.0) AS part FROM keyword),\n"
-            f"fused AS (SELECT id FROM keyword UNION SELECT id FROM vector)\n"
-            f"SELECT c.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * {score} AS score,\n"
-            f"  hamming(b.code, :sqlitebin_code) AS distance, d.text, d.metadata\n"
-            f"FROM fused AS c LEFT JOIN keyword_scaled AS k ON k.id = c.id{join}\n"
-            f"  JOIN {t.codes} AS b ON b.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
+            f"fused AS MATERIALIZED (SELECT id FROM keyword UNION SELECT id FROM vector),\n"
+            f"scored AS ({self._scored_sql('fused', ':sqlitebin_fused_depth', fused_rescore)})\n"
+            f"SELECT c.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * s.score AS score,\n"
+            f"  s.distance, d.text, d.metadata\n"
+            f"FROM fused AS c LEFT JOIN keyword_scaled AS k ON k.id = c.id\n"
+            f"  JOIN scored AS s ON s.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
             f"ORDER BY score DESC, c.id\n"
             f"LIMIT :sqlitebin_k"
         )
 
-    def _candidates_sql(self, candidates, method, where):
-        """k x oversample candidates from the codes: (id, distance, estimate)."""
+    def _vector_sql(self, k, rescore, candidates, where):
+        """The vector top k from the index: (id, score, distance), best first; `where` filters inside the scan."""
         t = self.tables
-        if method == "knn":
-            allowed = f", (SELECT sqlitebin_ids(id) FROM {t.documents} WHERE ({where}))" if where else ""
-            return (
-                "SELECT id, distance, score AS estimate FROM sqlitebin_knn("
-                f":sqlitebin_collection, :sqlitebin_query, :sqlitebin_candidates, '{candidates}'{allowed})"
-            )
-        filter_sql = f" WHERE id IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
-        if candidates == "hamming":
-            return (
-                f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
-                f"1.0 - 2.0 * hamming(code, :sqlitebin_code) / {self.dim}.0 AS estimate "
-                f"FROM {t.codes}{filter_sql} ORDER BY distance, id LIMIT :sqlitebin_candidates"
-            )
+        filter_sql = f"\n    AND rowid IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
         return (
-            f"SELECT id, hamming(code, :sqlitebin_code) AS distance, "
-            f"dot_bits(:sqlitebin_vector, code) / {math.sqrt(self.dim)!r} AS estimate "
-            f"FROM {t.codes}{filter_sql} ORDER BY estimate DESC, id LIMIT :sqlitebin_candidates"
+            f"SELECT rowid AS id, score, distance FROM {t.index}\n"
+            f"    WHERE vector MATCH :sqlitebin_vector AND k = {k} AND oversample = :sqlitebin_oversample\n"
+            f"    AND rescore = '{rescore}' AND candidates = '{candidates}'{filter_sql}"
         )
 
-    def _score_sql(self, rescore, alias):
-        """The rescoring expression for the document `alias`.id, and the join it needs."""
-        t = self.tables
-        if rescore == "int8":
-            return "dot_int8(:sqlitebin_vector, v.vector, :sqlitebin_ranges)", f" JOIN {t.vectors} AS v ON v.id = {alias}.id"
-        if rescore == "float32":
-            return "dot_float32(:sqlitebin_vector, v.vector)", f" JOIN {t.vectors} AS v ON v.id = {alias}.id"
-        # 'bits', and 'none' outside the candidate list: the code read as +1/-1.
-        return f"dot_bits(:sqlitebin_vector, s.code) / {math.sqrt(self.dim)!r}", f" JOIN {t.codes} AS s ON s.id = {alias}.id"
-
-    def _rescored_sql(self, rescore, limit):
-        """The candidates rescored with the float query: (id, score, distance), best `limit` first."""
-        score, join = ("c.estimate", "") if rescore == "none" else self._score_sql(rescore, "c")
-        return f"SELECT c.id, {score} AS score, c.distance FROM candidates AS c{join} ORDER BY score DESC, c.id LIMIT {limit}"
+    def _scored_sql(self, source, k, rescore):
+        """Score and distance from the index for the ids of CTE `source` (at most `k` of them): every one is a candidate."""
+        return (
+            f"SELECT rowid AS id, score, distance FROM {self.tables.index}\n"
+            f"    WHERE vector MATCH :sqlitebin_vector AND k = {k} AND oversample = 1 AND rescore = '{rescore}'\n"
+            f"    AND rowid IN (SELECT id FROM {source})"
+        )
 
     def _keyword_sql(self, where, limit):
         """BM25 over the FTS5 index: (id, score), score = -bm25 so higher is better."""
@@ -521,68 +443,65 @@ class Collection:
         )
 
     def search_params(self, vector, *, mode="vector", k=DEFAULT_K, oversample=DEFAULT_OVERSAMPLE,
-                      candidates="asymmetric", params=None, query_text=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
+                      params=None, query_text=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
         """The parameter values for `search_sql()` given a normalised query vector (and, for
         keyword and hybrid modes, the query text)."""
         vector = np.ascontiguousarray(vector, dtype=quantize.FLOAT32)
-        code = quantize.binary_quantize(vector.reshape(1, -1), self.thresholds)[0].tobytes()
         k, oversample = int(k), int(oversample)  # NumPy integers pass validation, but apsw cannot bind them
         values = dict(params or {})
         clash = [name for name in values if name.startswith("sqlitebin_")]
         if clash:
-            raise ValueError(f"Collection.search(): parameter names starting with 'sqlitebin_' are reserved, got {clash}")
+            raise InvalidArgument(
+                f"Collection.search(): parameter names starting with 'sqlitebin_' are reserved, got {clash}")
+        vector_depth, keyword_depth = max(k, HYBRID_VECTOR_DEPTH), max(k, HYBRID_KEYWORD_DEPTH)
         values.update(
-            sqlitebin_collection=self.name,
-            sqlitebin_query=vector.tobytes() if candidates == "asymmetric" else code,
-            sqlitebin_code=code,
             sqlitebin_vector=vector.tobytes(),
-            sqlitebin_candidates=min(MAX_K, (max(k, HYBRID_VECTOR_DEPTH) if mode == "hybrid" else k) * oversample),
             sqlitebin_k=k,
-            sqlitebin_vector_depth=max(k, HYBRID_VECTOR_DEPTH),
-            sqlitebin_keyword_depth=max(k, HYBRID_KEYWORD_DEPTH),
-            sqlitebin_ranges=self.ranges.tobytes() if self.ranges is not None else None,
+            sqlitebin_oversample=oversample,
+            sqlitebin_vector_depth=vector_depth,
+            sqlitebin_keyword_depth=keyword_depth,
+            sqlitebin_fused_depth=vector_depth + keyword_depth,
             sqlitebin_match=fts_match_query(query_text) if query_text is not None else None,
             sqlitebin_vector_weight=float(vector_weight),
         )
         return values
 
     def search(self, query, k=DEFAULT_K, *, mode="vector", oversample=DEFAULT_OVERSAMPLE, rescore=None,
-               candidates="asymmetric", method="knn", where=None, params=None,
-               vector_weight=DEFAULT_VECTOR_WEIGHT):
+               candidates="asymmetric", where=None, params=None, vector_weight=DEFAULT_VECTOR_WEIGHT):
         """The k best documents for a text or vector query, best first.
 
         - `mode`: 'vector' (default), 'keyword' (SQLite FTS5 BM25 over the texts) or 'hybrid'
           (both, fused); keyword and hybrid need a text query and a collection with a text index.
-        - `oversample` (default 10): k x oversample candidates are taken from the codes, then rescored.
+        - `oversample` (default 10): k x oversample candidates are taken from the codes, then rescored
+          (with rescore='none' only k are taken).
         - `rescore`: 'int8' or 'float32' (the stored vectors; default: what the collection stores),
           'bits' (the codes as +1/-1, no extra storage) or 'none' (the candidate score as is).
         - `candidates`: 'asymmetric' (default: float query against +1/-1 codes) or 'hamming'.
-        - `method`: 'knn' (default: the compiled chunk scan) or 'sql' (a row scan with hamming()).
         - `where`: a SQL condition on the documents table (columns id, text, metadata; e.g.
-          "json_extract(metadata, '$.lang') = :lang"), applied before the top-k, with `params`.
+          "json_extract(metadata, '$.lang') = :lang"), applied inside the scan, with `params`.
         - `vector_weight` (hybrid, default 0.6): the fused score is the document's BM25 relative
           to the best keyword hit (1 for the best, 0 when absent) plus vector_weight x cosine.
 
         Scores: cosine similarity (vector), minus BM25 (keyword, higher is better), or the
         fused score (hybrid). Returns fewer than k hits only when fewer documents match.
-        Raises ValueError or TypeError for bad arguments (a `where` parameter missing from
-        `params` included) and apsw.SQLError for a `where` that is not valid SQL.
+        Raises InvalidArgument (a ValueError) or TypeError for bad arguments, MissingParameter
+        for a `where` parameter missing from `params`, and apsw.SQLError for a `where` that is
+        not valid SQL.
         """
         sql = self.search_sql(mode=mode, k=k, oversample=oversample, rescore=rescore, candidates=candidates,
-                              method=method, where=where, vector_weight=vector_weight)
+                              where=where, vector_weight=vector_weight)
         if mode != "vector" and not isinstance(query, str):
             raise TypeError(f"Collection.search(): mode={mode!r} needs a text query, got {type(query).__name__}")
         if isinstance(query, str):
             _check_unicode("Collection.search()", "the query", query)
         if mode == "keyword":
             if not query.strip():
-                raise ValueError("Collection.search(): the query is empty")
+                raise InvalidArgument("Collection.search(): the query is empty")
             vector = np.zeros(self.dim, dtype=quantize.FLOAT32)
         else:
             vector = self.query_vector(query)
-        values = self.search_params(vector, mode=mode, k=k, oversample=oversample, candidates=candidates,
-                                    params=params, query_text=query if mode != "vector" else None,
-                                    vector_weight=vector_weight)
+        values = self.search_params(vector, mode=mode, k=k, oversample=oversample, params=params,
+                                    query_text=query if mode != "vector" else None, vector_weight=vector_weight)
         if values["sqlitebin_match"] is None and mode != "vector":
             if mode == "keyword":
                 return []
@@ -590,40 +509,44 @@ class Collection:
         try:
             rows = self.conn.execute(sql, values).fetchall()
         except KeyError as error:  # apsw: a named parameter without a value
-            raise ValueError(
-                f"Collection.search(): where uses :{error.args[0]} but params gives it no value") from None
+            name = error.args[0]
+            raise MissingParameter(
+                f"Collection.search(): where uses :{name} but params gives it no value", name) from None
         return [Hit(row[0], float(row[1]), row[2], row[3], _load_metadata(row[4])) for row in rows]
 
     # ------------------------------------------------------------------
     # Inspection
 
     def info(self):
-        """Settings and sizes of the collection, as a dict."""
+        """Settings and sizes of the collection, as a dict.
+
+        `index_bytes` is what the index's shadow tables take in the file (SQLite's dbstat: whole
+        pages, so free space in them counts), and `bytes_per_document` that over the documents.
+        """
         t = self.tables
         count = len(self)
-        vector_bytes = {"int8": self.dim, "float32": 4 * self.dim, "none": 0}[self.rescore]
-        chunks, chunked = self.conn.execute(f"SELECT count(*), coalesce(sum(count), 0) FROM {t.chunks}").fetchall()[0]
-        pending = self.conn.execute(f"SELECT count(*) FROM {t.changes}").fetchall()[0][0]
+        pattern = self.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_index\\_%"
+        index_bytes = self.conn.execute(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ? ESCAPE '\\'", (pattern,)).fetchall()[0][0]
+        chunks = self.conn.execute(f"SELECT count(*) FROM {quote_identifier(self.name + '_index_chunks')}").fetchall()
         return {
             "name": self.name,
             "documents": count,
             "dim": self.dim,
             "code_bytes": self.code_bytes,
             "rescore": self.rescore,
-            "bytes_per_document": self.code_bytes * 2 + vector_bytes,  # codes are kept in rows and in chunks
+            "index_bytes": index_bytes,
+            "bytes_per_document": round(index_bytes / count, 1) if count else None,
             "embedder": self.embedder_name,
             "embedder_version": self.embedder_version,
-            "chunks": chunks,
-            "chunked_codes": chunked,
-            "pending_changes": pending,
-            "chunk_codes": self.chunk_codes,
+            "chunks": chunks[0][0],
+            "chunk_size": self.chunk_size,
+            "calibrated": self.rescore != "int8" or self.ranges is not None,
             "fts": self.fts,
             "tables": {
                 "documents": self.name + "_documents",
-                "codes": self.name + "_codes",
-                "vectors": self.name + "_vectors" if self.rescore != "none" else None,
-                "chunks": self.name + "_chunks",
-                "changes": self.name + "_changes",
+                "index": self.name + "_index",
+                "fts": self.name + "_fts" if self.fts else None,
             },
         }
 
@@ -648,7 +571,7 @@ def _dump_metadata(function, metadata, count):
         raise TypeError(f"{function}: metadata must be a list with one dict (or None) per document")
     metadata = list(metadata)
     if len(metadata) != count:
-        raise ValueError(f"{function}: got {len(metadata)} metadata entries for {count} documents")
+        raise InvalidArgument(f"{function}: got {len(metadata)} metadata entries for {count} documents")
     dumped = []
     for position, entry in enumerate(metadata):
         if entry is None:
@@ -669,7 +592,7 @@ def _check_unicode(function, what, text):
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"{function}: {what} is not valid Unicode ({error.reason})") from None
+        raise InvalidArgument(f"{function}: {what} is not valid Unicode ({error.reason})") from None
 
 
 def _load_metadata(text):

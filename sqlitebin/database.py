@@ -1,34 +1,35 @@
 """A sqlitebin database: an apsw connection with the extension loaded and a registry of collections.
 
 The database file is the only state. Each collection's settings (dimension,
-bit layout, thresholds, int8 ranges, embedder, schema version) are stored in
-the `sqlitebin_collections` table, and reopening a file uses exactly those.
+rescoring kind, embedder, text index, schema version) are stored in the
+`sqlitebin_collections` table, and the index's own settings (thresholds, int8
+ranges, chunk size) in its `N_index_config` shadow table; reopening a file uses
+exactly those. A file written by sqlitebin 0.1.0 (schema version 1) is upgraded
+when it is opened for writing (see migration.py).
 """
 
 import os
 
 import apsw
 
-from . import quantize
+from . import migration, quantize
 from .collection import STORED_KINDS, Collection, _check_choice, _check_int, transaction
 from .embedding import WORDLLAMA_DIMS, embedder_name, resolve_embedder
+from .errors import CollectionExists, CollectionNotFound, InvalidArgument, SchemaVersionError
 from .extension import load
 from .schema import (
-    BIT_LAYOUT,
     REGISTRY,
+    REGISTRY_COLUMNS,
     REGISTRY_DDL,
     SCHEMA_VERSION,
     TableNames,
     collection_ddl,
+    index_options,
     validate_name,
 )
 
-DEFAULT_CHUNK_CODES = 4096
+DEFAULT_CHUNK_SIZE = 4096  # the index's default; 64 to 65536
 BUSY_TIMEOUT_MS = 5000
-REGISTRY_COLUMNS = (
-    "name", "dim", "code_bytes", "bit_layout", "thresholds", "rescore", "ranges", "embedder",
-    "embedder_version", "embedder_dim", "chunk_codes", "fts", "schema_version",
-)
 
 
 def connect(path=":memory:", *, readonly=False, create=True):
@@ -44,7 +45,7 @@ def embedder_for(spec, dim):
     """The embedder for a collection of `dim` dimensions: "wordllama" picks the matching Matryoshka width."""
     if spec == "wordllama":
         if dim not in WORDLLAMA_DIMS:
-            raise ValueError(f"Database.create_collection(): WordLlama gives 64, 128 or 256 dimensions, not {dim}")
+            raise InvalidArgument(f"Database.create_collection(): WordLlama gives 64, 128 or 256 dimensions, not {dim}")
         spec = f"wordllama-{dim}"
     return resolve_embedder(spec)
 
@@ -61,6 +62,13 @@ class Database:
         self.conn = apsw.Connection(path, flags=flags)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         load(self.conn)
+        self.readonly = readonly
+        if not readonly:
+            try:
+                migration.upgrade(self.conn)
+            except apsw.CantOpenError:
+                pass  # a file that cannot be read now (a read-only mount, say) fails where it is first used
+
 
     def __enter__(self):
         return self
@@ -83,7 +91,7 @@ class Database:
         return [row[0] for row in self.conn.execute(f"SELECT name FROM {REGISTRY} ORDER BY name")]
 
     def create_collection(self, name, dim=256, *, embedder="wordllama", rescore="int8", thresholds=None,
-                          fts=None, chunk_codes=DEFAULT_CHUNK_CODES, exists_ok=False):
+                          fts=None, chunk_size=DEFAULT_CHUNK_SIZE, exists_ok=False):
         """Create a collection and return it.
 
         - `dim`: vector dimension (default 256; with WordLlama, 64, 128 or 256 by Matryoshka truncation).
@@ -93,40 +101,38 @@ class Database:
         - `thresholds`: per-dimension binarization thresholds (default: 0, the sign).
         - `fts`: keep an FTS5 index of the texts for keyword and hybrid search
           (default: on when there is an embedder, i.e. a text collection).
+        - `chunk_size`: codes per chunk of the index (default 4096; a multiple of 64 from 64 to 65536).
         - `exists_ok`: return the existing collection instead of raising when `name` exists.
         """
         function = "Database.create_collection()"
         validate_name(function, name)
         dim = _check_int(function, "dim", dim, 1, 65536)
         rescore = _check_choice(function, "rescore", rescore, STORED_KINDS)
-        chunk_codes = _check_int(function, "chunk_codes", chunk_codes, 1, 1_000_000)
+        chunk_size = _check_int(function, "chunk_size", chunk_size, 64, 65536)
+        if chunk_size % 64:
+            raise InvalidArgument(f"{function}: chunk_size must be a multiple of 64 from 64 to 65536, got {chunk_size}")
         existing = self._settings(name)
         if existing is not None:
             if not exists_ok:
-                raise ValueError(f"{function}: collection {name!r} already exists")
+                raise CollectionExists(f"{function}: collection {name!r} already exists")
             if (existing["dim"], existing["rescore"]) != (dim, rescore):
-                raise ValueError(
+                raise CollectionExists(
                     f"{function}: collection {name!r} exists with dim={existing['dim']}, "
                     f"rescore={existing['rescore']!r}, not dim={dim}, rescore={rescore!r}")
             return self.collection(name, embedder=embedder if not isinstance(embedder, str) else None)
         embed = embedder_for(embedder, dim) if embedder is not None else None
         if embed is not None and getattr(embed, "dim", dim) != dim:
-            raise ValueError(f"{function}: embedder {embedder_name(embed)!r} gives {embed.dim} dimensions, not {dim}")
+            raise InvalidArgument(f"{function}: embedder {embedder_name(embed)!r} gives {embed.dim} dimensions, not {dim}")
         if thresholds is not None:
             thresholds = quantize.as_float32_matrix(function, thresholds, dim)[0]
         fts = embed is not None if fts is None else bool(fts)
         settings = {
             "name": name,
             "dim": dim,
-            "code_bytes": (dim + 7) // 8,
-            "bit_layout": BIT_LAYOUT,
-            "thresholds": thresholds.tobytes() if thresholds is not None else None,
             "rescore": rescore,
-            "ranges": None,
             "embedder": embedder_name(embed) if embed is not None else None,
             "embedder_version": getattr(embed, "version", None) if embed is not None else None,
             "embedder_dim": getattr(embed, "dim", dim) if embed is not None else None,
-            "chunk_codes": chunk_codes,
             "fts": int(fts),
             "schema_version": SCHEMA_VERSION,
         }
@@ -134,7 +140,8 @@ class Database:
             self.conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, with the first collection
         with transaction(self.conn):
             self.conn.execute(REGISTRY_DDL)
-            for statement in collection_ddl(TableNames(name), rescore, fts):
+            options = index_options(dim, rescore, thresholds=thresholds, chunk_size=chunk_size)
+            for statement in collection_ddl(TableNames(name), options, fts):
                 self.conn.execute(statement)
             columns = ", ".join(REGISTRY_COLUMNS)
             self.conn.execute(
@@ -155,19 +162,16 @@ class Database:
         settings = self._settings(name)
         if settings is None:
             known = ", ".join(map(repr, self.collections())) or "none"
-            raise KeyError(f"{function}: no collection named {name!r} (collections: {known})")
+            raise CollectionNotFound(f"{function}: no collection named {name!r} (collections: {known})")
         if settings["schema_version"] != SCHEMA_VERSION:
-            raise ValueError(
-                f"{function}: collection {name!r} has schema version {settings['schema_version']}, "
-                f"this sqlitebin reads version {SCHEMA_VERSION}"
-            )
+            raise SchemaVersionError(migration.version_problem(function, self.path, name, settings["schema_version"]))
         stored = settings["embedder"]
         if embedder is None and stored is not None and stored.startswith("wordllama"):
             embed = embedder_for("wordllama", settings["dim"])
         elif embedder is not None:
             embed = embedder_for(embedder, settings["dim"])
             if stored is not None and embedder_name(embed) != stored:
-                raise ValueError(
+                raise InvalidArgument(
                     f"{function}: collection {name!r} was built with embedder {stored!r}, "
                     f"not {embedder_name(embed)!r}"
                 )
@@ -180,7 +184,7 @@ class Database:
         function = "Database.drop_collection()"
         validate_name(function, name)
         if self._settings(name) is None:
-            raise KeyError(f"{function}: no collection named {name!r}")
+            raise CollectionNotFound(f"{function}: no collection named {name!r}")
         with transaction(self.conn):
             for table in TableNames(name).all_tables():
                 self.conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -189,15 +193,19 @@ class Database:
     def vacuum(self):
         """Give the space of deleted documents back to the file system.
 
-        Merges each collection's FTS5 index first (FTS5 keeps deleted entries until its
-        segments merge), then runs VACUUM, which rewrites the file: https://sqlite.org/lang_vacuum.html
+        Rewrites each collection's index without its deleted slots ('optimize') and merges its
+        FTS5 index (FTS5 keeps deleted entries until its segments merge), then runs VACUUM, which rewrites the file: https://sqlite.org/lang_vacuum.html
         """
         for name in self.collections():
-            settings = self._settings(name)
-            if settings["fts"]:
-                fts = TableNames(name).fts
-                self.conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('optimize')")
+            tables = TableNames(name)
+            # The index keeps deleted slots until 'optimize' rewrites its chunks without them.
+            self.conn.execute(f"INSERT INTO {tables.index} ({tables.index}) VALUES ('optimize')")
+            if self._settings(name)["fts"]:
+                self.conn.execute(f"INSERT INTO {tables.fts} ({tables.fts}) VALUES ('optimize')")
         self.conn.execute("VACUUM")
+        if self.path != ":memory:":
+            # In WAL mode VACUUM writes the new pages to the WAL; the file shrinks at the checkpoint.
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _has_registry(self):
         return bool(self.conn.execute(
@@ -206,6 +214,10 @@ class Database:
     def _settings(self, name):
         if not self._has_registry():
             return None
+        if migration.registry_version(self.conn) == 1:  # a read-only file from 0.1.0: enough to name the problem
+            rows = self.conn.execute(f"SELECT name, dim, rescore, schema_version FROM {REGISTRY} WHERE name = ?",
+                                     (name,)).fetchall()
+            return dict(zip(("name", "dim", "rescore", "schema_version"), rows[0])) if rows else None
         rows = self.conn.execute(
             f"SELECT {', '.join(REGISTRY_COLUMNS)} FROM {REGISTRY} WHERE name = ?", (name,)).fetchall()
         return dict(zip(REGISTRY_COLUMNS, rows[0])) if rows else None

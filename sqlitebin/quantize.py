@@ -1,7 +1,7 @@
 """NumPy versions of the extension's quantizers, for bulk ingest.
 
 Ingest quantizes whole batches here instead of calling the SQL functions row
-by row; the formulas are the ones written in ext/sqlitebin.pyx (`int8_code`,
+by row; the formulas are the ones written in ext/quantize.pxi and ext/functions.pxi (`int8_code`,
 `binary_quantize_sql`) and the tests hold the two to the same bytes.
 
 Bit layout: bit i of a vector is bit `7 - i % 8` of byte `i // 8`, set where

@@ -1,24 +1,20 @@
 """The tables behind a collection, written down once.
 
-A collection named N lives in plain tables a user can read with SQL:
+A collection named N lives in tables a user can read and write with SQL:
 
 - `N_documents(id INTEGER PRIMARY KEY, text, metadata)`: metadata is JSON text.
-- `N_codes(id INTEGER PRIMARY KEY, code BLOB)`: the packed bit codes.
-- `N_vectors(id INTEGER PRIMARY KEY, vector BLOB)`: rescoring vectors (int8 or
-  float32; absent when the collection keeps bits only).
-- `N_chunks(chunk_id, count, min_id, max_id, ids, codes)`: the same codes
-  packed thousands to a row, which `sqlitebin_knn` scans at memory speed.
-- `N_changes(id INTEGER PRIMARY KEY, code BLOB)`: codes written since their
-  chunk was (code NULL for a deletion). Triggers on N_codes fill it, so plain
-  SQL writes are seen by the scan at once; compaction folds it into the chunks.
+- `N_index`: a `sqlitebin` virtual table whose rowid is the document id. It owns the
+  binary codes, the rescoring vectors and the int8 ranges (in its shadow tables
+  `N_index_config`, `N_index_chunks`, ...; ARCHITECTURE.md describes them), and answers
+  `WHERE vector MATCH :query AND k = 10`.
+- `N_fts`: an FTS5 index of the texts (text collections), external content from N_documents.
 
-Deleting a document deletes its code and vector (triggers, so plain SQL
-deletes stay consistent too). The registry table `sqlitebin_collections`
-holds one row of settings per collection. ARCHITECTURE.md has the full story.
+Triggers on N_documents delete the index row and the FTS5 entry with the document, and move
+them when a document's id changes, so plain SQL deletes and updates keep the three in step.
+The registry table `sqlitebin_collections` holds one row of settings per collection.
 """
 
-SCHEMA_VERSION = 1
-BIT_LAYOUT = "packbits"  # bit i is bit 7 - i % 8 of byte i // 8, set where value > threshold
+SCHEMA_VERSION = 2
 REGISTRY = "sqlitebin_collections"
 MAX_NAME_LENGTH = 128
 
@@ -26,20 +22,16 @@ REGISTRY_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REGISTRY} (
     name TEXT PRIMARY KEY,
     dim INTEGER NOT NULL,
-    code_bytes INTEGER NOT NULL,
-    bit_layout TEXT NOT NULL,
-    thresholds BLOB,
     rescore TEXT NOT NULL,
-    ranges BLOB,
     embedder TEXT,
     embedder_version TEXT,
     embedder_dim INTEGER,
-    chunk_codes INTEGER NOT NULL,
     fts INTEGER NOT NULL DEFAULT 0,
     schema_version INTEGER NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 )
 """
+REGISTRY_COLUMNS = ("name", "dim", "rescore", "embedder", "embedder_version", "embedder_dim", "fts", "schema_version")
 
 
 def quote_identifier(name):
@@ -47,20 +39,28 @@ def quote_identifier(name):
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(value):
+    """A SQL string literal (only for DDL options that cannot be bound parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def validate_name(function, name):
+    from .errors import InvalidArgument
+
     if not isinstance(name, str):
         raise TypeError(f"{function}: collection name must be a string, got {type(name).__name__}")
     if not name or "\x00" in name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(
+        raise InvalidArgument(
             f"{function}: collection name must be 1 to {MAX_NAME_LENGTH} characters with no NUL, got {name!r}"
         )
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"{function}: collection name {name!r} is not valid Unicode ({error.reason})") from None
+        raise InvalidArgument(f"{function}: collection name {name!r} is not valid Unicode ({error.reason})") from None
     if name.lower().startswith("sqlite_") or name.lower() == "sqlite":
         # Its tables would be named sqlite_..., which SQLite keeps for itself.
-        raise ValueError(f"{function}: collection names starting with 'sqlite_' are reserved by SQLite, got {name!r}")
+        raise InvalidArgument(
+            f"{function}: collection names starting with 'sqlite_' are reserved by SQLite, got {name!r}")
     return name
 
 
@@ -70,46 +70,43 @@ class TableNames:
     def __init__(self, collection):
         self.collection = collection
         self.documents = quote_identifier(collection + "_documents")
-        self.codes = quote_identifier(collection + "_codes")
-        self.vectors = quote_identifier(collection + "_vectors")
-        self.chunks = quote_identifier(collection + "_chunks")
-        self.changes = quote_identifier(collection + "_changes")
+        self.index = quote_identifier(collection + "_index")
+        self.index_config = quote_identifier(collection + "_index_config")
         self.fts = quote_identifier(collection + "_fts")
 
     def trigger(self, suffix):
         return quote_identifier(f"{self.collection}_{suffix}")
 
     def all_tables(self):
-        return [self.fts, self.changes, self.chunks, self.vectors, self.codes, self.documents]
+        """Every table, in an order that DROP TABLE accepts (the virtual tables drop their own shadow tables)."""
+        return [self.fts, self.index, self.documents]
 
 
-def collection_ddl(tables, rescore, fts):
-    """The CREATE statements for one collection."""
+def index_options(dim, rescore, thresholds=None, ranges=None, chunk_size=None):
+    """The `sqlitebin(...)` arguments for a collection's index; thresholds and ranges are float32 arrays."""
+    options = [f"dim={int(dim)}", f"rescore={rescore}"]
+    if chunk_size is not None:
+        options.append(f"chunk_size={int(chunk_size)}")
+    if thresholds is not None:
+        options.append(f"thresholds=X'{thresholds.astype('<f4').tobytes().hex()}'")
+    if ranges is not None:
+        options.append(f"ranges=X'{ranges.astype('<f4').tobytes().hex()}'")
+    return ", ".join(options)
+
+
+def collection_ddl(tables, options, fts):
+    """The CREATE statements for one collection; `options` from index_options()."""
     t = tables
     statements = [
         f"CREATE TABLE {t.documents} (id INTEGER PRIMARY KEY, text TEXT, metadata TEXT)",
-        f"CREATE TABLE {t.codes} (id INTEGER PRIMARY KEY, code BLOB NOT NULL)",
-        f"""CREATE TABLE {t.chunks} (
-            chunk_id INTEGER PRIMARY KEY, count INTEGER NOT NULL,
-            min_id INTEGER NOT NULL, max_id INTEGER NOT NULL, ids BLOB NOT NULL, codes BLOB NOT NULL)""",
-        f"CREATE TABLE {t.changes} (id INTEGER PRIMARY KEY, code BLOB)",
-        # Delete-then-insert rather than REPLACE: inside a trigger SQLite applies the
-        # conflict policy of the outer statement (an UPSERT aborts), not the trigger's own.
-        f"""CREATE TRIGGER {t.trigger('codes_insert')} AFTER INSERT ON {t.codes} BEGIN
-            DELETE FROM {t.changes} WHERE id = new.id;
-            INSERT INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
-        f"""CREATE TRIGGER {t.trigger('codes_update')} AFTER UPDATE ON {t.codes} BEGIN
-            DELETE FROM {t.changes} WHERE id IN (old.id, new.id);
-            INSERT INTO {t.changes} (id, code) SELECT old.id, NULL WHERE old.id != new.id;
-            INSERT INTO {t.changes} (id, code) VALUES (new.id, new.code); END""",
-        f"""CREATE TRIGGER {t.trigger('codes_delete')} AFTER DELETE ON {t.codes} BEGIN
-            DELETE FROM {t.changes} WHERE id = old.id;
-            INSERT INTO {t.changes} (id, code) VALUES (old.id, NULL); END""",
+        f"CREATE VIRTUAL TABLE {t.index} USING sqlitebin({options})",
+        # A document whose id changes takes its vector along (and leaves no stale index row behind).
+        f"""CREATE TRIGGER {t.trigger('documents_move')} AFTER UPDATE OF id ON {t.documents}
+            WHEN old.id != new.id BEGIN
+            DELETE FROM {t.index} WHERE rowid = new.id;
+            UPDATE {t.index} SET rowid = new.id WHERE rowid = old.id; END""",
     ]
-    cascade = [f"DELETE FROM {t.codes} WHERE id = old.id;"]
-    if rescore != "none":
-        statements.append(f"CREATE TABLE {t.vectors} (id INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
-        cascade.append(f"DELETE FROM {t.vectors} WHERE id = old.id;")
+    cascade = [f"DELETE FROM {t.index} WHERE rowid = old.id;"]
     if fts:
         statements += [
             f"""CREATE VIRTUAL TABLE {t.fts} USING fts5(text, content={quote_literal(tables.collection + '_documents')},
@@ -127,8 +124,3 @@ def collection_ddl(tables, rescore, fts):
         + " END"
     )
     return statements
-
-
-def quote_literal(value):
-    """A SQL string literal (only for DDL options that cannot be bound parameters)."""
-    return "'" + value.replace("'", "''") + "'"

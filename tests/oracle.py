@@ -15,20 +15,38 @@ def normalize(vectors):
 
 
 class Oracle:
-    """Brute-force search over {id: float vector}, mirroring a collection's settings."""
+    """Brute-force search over {id: float vector}, mirroring a collection's settings.
 
-    def __init__(self, dim, ranges=None):
+    `ranges` are the int8 ranges, or a function returning them (the index calibrates them once it
+    holds enough rows; until then, None, int8 rescoring uses the exact float32 vectors).
+    `thresholds` set the code bits (default 0). `set(..., codes=)` gives the codes explicitly,
+    for data whose codes were not computed from these vectors (a migrated database).
+    """
+
+    def __init__(self, dim, ranges=None, thresholds=None):
         self.dim = dim
-        self.ranges = ranges
+        self._ranges = ranges
+        self.thresholds = np.zeros(dim, np.float32) if thresholds is None else np.asarray(thresholds, np.float32)
         self.vectors = {}
+        self.codes = {}
 
-    def set(self, ids, vectors):
-        for i, v in zip(ids, normalize(vectors).astype(np.float32)):
+    @property
+    def ranges(self):
+        return self._ranges() if callable(self._ranges) else self._ranges
+
+    def set(self, ids, vectors, codes=None, normalized=False):
+        vectors = np.asarray(vectors, dtype=np.float32) if normalized else normalize(vectors)
+        for position, (i, v) in enumerate(zip(ids, vectors)):
             self.vectors[int(i)] = v
+            if codes is not None:
+                self.codes[int(i)] = np.unpackbits(np.asarray(codes[position], np.uint8))[:self.dim].astype(bool)
+            else:
+                self.codes.pop(int(i), None)
 
     def delete(self, ids):
         for i in ids:
             self.vectors.pop(int(i), None)
+            self.codes.pop(int(i), None)
 
     def _arrays(self, allowed=None):
         ids = np.array(sorted(i for i in self.vectors if allowed is None or i in allowed), dtype=np.int64)
@@ -41,8 +59,9 @@ class Oracle:
         if len(ids) == 0:
             return []
         q = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1)).astype(np.float32)[0]
-        bits = matrix > 0
-        query_bits = q > 0
+        bits = np.array([self.codes[i] if i in self.codes else self.vectors[i] > self.thresholds for i in ids],
+                        dtype=bool).reshape(len(ids), self.dim)
+        query_bits = q > self.thresholds
         distance = (bits != query_bits).sum(axis=1)
         signs = np.where(bits, 1.0, -1.0)
         estimate = signs @ q.astype(np.float64) / np.sqrt(self.dim)
@@ -53,6 +72,8 @@ class Oracle:
         else:
             order = np.lexsort((ids, -estimate))[:count]
         if rescore == "float32":
+            score = matrix.astype(np.float64) @ q
+        elif rescore == "int8" and self.ranges is None:
             score = matrix.astype(np.float64) @ q
         elif rescore == "int8":
             score = dequantize_int8(quantize_int8(matrix, self.ranges), self.ranges).astype(np.float64) @ q

@@ -80,9 +80,11 @@ def test_evaluate_exact_baseline_and_bytes(small_result):
     assert exact["ndcg_at_10"] == small_result["exact_ndcg_at_10"] > 0.5
     assert exact["bytes_per_document"] == 4 * 256
     bytes_by_mode = {row["mode"]: row["bytes_per_document"] for row in small_result["results"]}
-    assert bytes_by_mode["hamming"] == bytes_by_mode["asymmetric"] == 2 * 32  # codes in rows and in chunks
-    assert bytes_by_mode["hamming + int8"] == 2 * 32 + 256
-    assert bytes_by_mode["asymmetric + float32"] == 2 * 32 + 4 * 256
+    # What the index's shadow tables take in the file (dbstat pages) per document: at least the payload
+    # (a small slice is dominated by the first chunk, allocated whole).
+    assert 32 <= bytes_by_mode["hamming"] == bytes_by_mode["asymmetric"]
+    assert 32 + 256 <= bytes_by_mode["hamming + int8"]
+    assert 32 + 4 * 256 <= bytes_by_mode["asymmetric + float32"]
 
 
 def test_evaluate_quality_on_the_slice(small_result):
@@ -167,14 +169,21 @@ def test_bench_quick_runs_every_available_engine():
     json.dumps(result)
 
 
-def test_bench_skips_a_missing_peer_with_a_clear_line(monkeypatch):
-    monkeypatch.setattr(bench_module, "PEERS", (("nopeer", "sqlitebin_no_such_module", "nopeer-package"),))
+def test_bench_peers_come_from_the_benchmarks_directory_and_a_missing_one_is_skipped(monkeypatch):
+    peers = _load_script("peers")
+    extra, skipped = peers.engines(log=lambda message: None)
+    result = bench(quick=True, ingest=False, log=lambda message: None, extra_engines=extra, skipped=skipped)
+    engines = {row["engine"] for row in result["scan"]}
+    assert {"sqlitebin-knn", "numpy"} <= engines and {label for e in extra for label in e.labels} <= engines
+    monkeypatch.setattr(peers, "PEERS", (("nopeer", "sqlitebin_no_such_module", "nopeer-package"),))
     lines = []
-    result = bench(quick=True, ingest=False, log=lines.append)
-    assert any(line.startswith("skipping nopeer: it is not installed") and "pip install nopeer-package" in line
-               for line in lines)
-    assert result["skipped"] and {row["engine"] for row in result["scan"]} == {
+    extra, skipped = peers.engines(log=lines.append)
+    assert extra == [] and skipped == lines
+    assert lines[0].startswith("skipping nopeer: it is not installed") and "pip install nopeer-package" in lines[0]
+    result = bench(quick=True, ingest=False, log=lambda message: None, extra_engines=extra, skipped=skipped)
+    assert result["skipped"] == lines and {row["engine"] for row in result["scan"]} == {
         "sqlitebin-knn", "sqlitebin-knn-asymmetric", "sqlitebin-scalar", "numpy"}
+    assert not any(hasattr(bench_module, name) for name in ("PEERS", "load_peers", "load_sqlite_vec"))
 
 
 def test_bench_answer_checks_catch_a_wrong_top_k():

@@ -13,6 +13,7 @@ The default run tries a few hundred cases per function. The long run, at least 1
 (58 minutes on 2 cores; `SQLITEBIN_FUZZ_EXAMPLES` sets the count, 100,000 by default for the slow tests).
 """
 
+import json
 import math
 import os
 import struct
@@ -365,172 +366,138 @@ def check_version_and_debug(args):
 
 
 # ---------------------------------------------------------------------------
-# sqlitebin_knn against a brute-force scan of the collection's codes table
+# A collection's index (WHERE vector MATCH ...) against a brute-force scan of the vectors it holds
 
 KNN_DIM = 20  # 3-byte codes with a partial last byte
+INDEX = "fz_index"
 
 
 def knn_collection():
-    """A collection in mid-life: chunked codes, plus deletions, updates and inserts made with plain
-    SQL and not yet folded into the chunks (so the change table is scanned too)."""
+    """A collection in mid-life: added through Python, then rows deleted, moved, replaced and inserted
+    with plain SQL on the documents and on the index. Returns (ids, codes, thresholds) of what it holds."""
     if "knn" not in _state:
         conn = connection()
         db = _state["db"]
         rng = np.random.default_rng(11)
         thresholds = np.round(rng.standard_normal(KNN_DIM) * 0.1, 2).astype(np.float32)
-        collection = db.create_collection("fz", dim=KNN_DIM, embedder=None, rescore="none", chunk_codes=7,
+        collection = db.create_collection("fz", dim=KNN_DIM, embedder=None, rescore="none", chunk_size=64,
                                           thresholds=thresholds)
         ids = sorted(rng.choice(np.arange(-500, 500), 120, replace=False).tolist())
         vectors = rng.standard_normal((120, KNN_DIM)).astype(np.float32)
         vectors[5] = vectors[6]  # equal codes: ties broken by id
         collection.add(vectors=vectors, ids=ids)
         conn.execute("DELETE FROM fz_documents WHERE id IN (SELECT id FROM fz_documents ORDER BY id LIMIT 8 OFFSET 20)")
-        codes = np.packbits(rng.standard_normal((10, KNN_DIM)) > 0, axis=1)
-        conn.executemany("UPDATE fz_codes SET code = ? WHERE id = ?",
-                         [(codes[i].tobytes(), ids[40 + i]) for i in range(5)])
+        new = rng.standard_normal((10, KNN_DIM)).astype("<f4")
+        conn.executemany(f"UPDATE {INDEX} SET vector = ? WHERE rowid = ?", [(new[i].tobytes(), ids[40 + i]) for i in range(5)])
         conn.executemany("INSERT INTO fz_documents (id) VALUES (?)", [(1000 + i,) for i in range(5)])
-        conn.executemany("INSERT INTO fz_codes (id, code) VALUES (?, ?)",
-                         [(1000 + i, codes[5 + i].tobytes()) for i in range(5)])
-        assert conn.execute("SELECT count(*) FROM fz_changes").fetchall()[0][0] == 18
-        live = conn.execute("SELECT id, code FROM fz_codes ORDER BY id").fetchall()
-        _state["knn"] = (
-            np.array([r[0] for r in live], dtype=np.int64),
-            np.frombuffer(b"".join(r[1] for r in live), dtype=np.uint8).reshape(len(live), 3),
-            thresholds,
-        )
+        conn.executemany(f"INSERT INTO {INDEX} (rowid, vector) VALUES (?, ?)",
+                         [(1000 + i, new[5 + i].tobytes()) for i in range(5)])
+        conn.execute(f"UPDATE fz_documents SET id = 990 WHERE id = {ids[60]}")
+        live = conn.execute(f"SELECT rowid, vector FROM {INDEX} ORDER BY rowid").fetchall()
+        # rescore='none' stores no vectors: reading one gives its code as +1/-1 over sqrt(dim), whose signs
+        # are the code's bits against a zero threshold.
+        signs = np.frombuffer(b"".join(r[1] for r in live), dtype="<f4").reshape(len(live), KNN_DIM) > 0
+        _state["knn"] = (np.array([r[0] for r in live], dtype=np.int64), np.packbits(signs, axis=1), thresholds)
     return _state["knn"]
 
 
 def knn_arguments():
     ids = st.integers(-520, 1010)
-    id_sets = weighted(
-        (6, st.lists(ids, max_size=30).map(lambda v: struct.pack(f"<{len(v)}q", *sorted(v)))),
-        (2, st.lists(weighted((3, ids), (1, INT64)), max_size=6).map(lambda v: struct.pack(f"<{len(v)}q", *sorted(v)))),
-        (1, st.lists(INT64, max_size=6).map(lambda v: struct.pack(f"<{len(v)}q", *v))),  # usually unsorted
-        (1, st.binary(max_size=40)),
-        (1, SQL_VALUE),
-    )
     code, floats = st.binary(min_size=3, max_size=3), sized_float_blob(KNN_DIM)
 
     @st.composite
     def arguments(draw):
-        mode = draw(weighted((10, st.sampled_from(["hamming", "asymmetric"])), (1, st.none()),
-                             (1, st.sampled_from([b"hamming", b"asymmetric\x00x", "hamming\x00", "Hamming"])),
-                             (1, SQL_VALUE)))
-        fitting = floats if str(mode).startswith(("asymmetric", "b'asymmetric")) else code
-        return (
-            draw(weighted((20, st.just("fz")), (1, st.sampled_from(["nope", "fz\x00x", "FZ", "it's"])), (1, SQL_VALUE))),
-            draw(weighted((12, fitting), (1, code), (1, floats), (1, st.binary(max_size=90)), (1, SQL_VALUE))),
-            draw(weighted((20, st.integers(1, 150)), (1, INT64), (1, SQL_VALUE))),
-            mode,
-            draw(id_sets),
-            draw(weighted((1, st.integers(2, 4)), (3, st.just(5)))),  # how many arguments are passed
-        )
+        candidates = draw(weighted((10, st.sampled_from(["hamming", "asymmetric"])), (1, st.text(max_size=8))))
+        rescore = draw(weighted((10, st.sampled_from(["none", "bits"])), (1, st.sampled_from(["int8", "float32"])),
+                                (1, st.text(max_size=6))))
+        query = draw(weighted((12, floats), (3, code), (1, st.binary(max_size=90)), (1, SQL_VALUE)))
+        k = draw(weighted((20, st.integers(1, 150)), (1, INT64), (1, SQL_VALUE)))
+        oversample = draw(weighted((10, st.integers(1, 20)), (1, st.integers(-3, 0))))
+        allowed = draw(st.one_of(st.none(), st.lists(weighted((3, ids), (1, INT64)), max_size=30)))
+        return query, k, oversample, rescore, candidates, allowed
 
     return arguments()
 
 
-def quote(text):
-    return text.replace("'", "''")
-
-
-def knn_expected(collection, query, k, mode, allowed, count):
-    """(hamming?, k, allowed set or None, query as code/floats), or SQLError with the message."""
-    fn = "sqlitebin_knn()"
-    if type_name(collection) != "TEXT":
-        raise SQLError(f"{fn}: collection must be TEXT, got {type_name(collection)}")
-    if "\x00" in collection:
-        raise SQLError(f"{fn}: collection name '{quote(collection.split(chr(0))[0])}' is followed by a NUL character")
-    top = 10
-    if count >= 3:
-        if type_name(k) != "INTEGER":
-            raise SQLError(f"{fn}: k must be an INTEGER, got {type_name(k)}")
-        if not 1 <= k <= 100000:
-            raise SQLError(f"{fn}: k must be from 1 to 100000, got {k}")
-        top = k
-    hamming = True
-    if count >= 4 and bound(mode) is not None:
-        text = mode if isinstance(mode, (str, bytes)) else None
-        c_string = text.split(b"\x00" if isinstance(text, bytes) else "\x00")[0] if text is not None else None
-        if c_string in ("asymmetric", b"asymmetric"):
-            hamming = False
-        elif c_string not in ("hamming", b"hamming"):
-            shown = quote(c_string) if isinstance(c_string, str) else None
-            raise SQLError(f"{fn}: mode must be 'hamming' or 'asymmetric', got '" + (f"{shown}'" if shown is not None else ""))
-    allowed_ids = None
-    if count >= 5 and bound(allowed) is not None:
-        size = _state["plain"].execute("SELECT octet_length(?)", (allowed,)).fetchall()[0][0]
-        if type_name(allowed) != "BLOB" or size % 8:
-            raise SQLError(f"{fn}: allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), "
-                           f"got {type_name(allowed)} of {size} bytes")
-        values = np.frombuffer(allowed, dtype="<i8")
-        down = np.flatnonzero(values[1:] < values[:-1])
-        if len(down):
-            raise SQLError(f"{fn}: allowed must hold ids in ascending order, as sqlitebin_ids() makes them; "
-                           f"id {values[down[0] + 1]} at position {down[0] + 1} is smaller than the one before it")
-        allowed_ids = set(values.tolist())
-    if collection != "fz":
-        raise SQLError(f"{fn}: no collection named '{quote(collection)}'")
-    if type_name(query) != "BLOB":
-        raise SQLError(f"{fn}: query must be a BLOB, got {type_name(query)}")
-    if hamming:
-        if len(query) != 3:
-            raise SQLError(f"{fn}: collection 'fz' has {KNN_DIM}-bit codes, so a hamming query is 3 bytes; got {len(query)}")
-        return True, top, allowed_ids, query
-    if len(query) != 4 * KNN_DIM:
-        raise SQLError(f"{fn}: collection 'fz' has dimension {KNN_DIM}, so an asymmetric query is "
-                       f"{4 * KNN_DIM} bytes of float32; got {len(query)}")
-    floats = np.frombuffer(query, dtype="<f4")
-    bad = np.flatnonzero(~np.isfinite(floats))
-    if len(bad):
-        raise SQLError(f"{fn}: query holds a non-finite value at index {bad[0]}")
-    magnitude = math.fsum(abs(float(x)) for x in floats)
-    if magnitude > 1e38:
-        raise SQLError(f"{fn}: query values are too large for the asymmetric scan (their magnitudes add up to "
-                       f"{sqlite_g(magnitude)}; the limit is 1e38)")
-    return False, top, allowed_ids, floats
+def knn_expected(query, k, oversample, rescore, candidates):
+    """(query code or floats, hamming?) or SQLError with the index's message."""
+    prefix = f"sqlitebin: {INDEX}: "
+    kind = type_name(query)
+    size = len(query) if isinstance(query, (bytes, str)) and kind in ("BLOB", "TEXT") else None
+    if kind != "BLOB" or size not in (3, 4 * KNN_DIM):
+        return None  # the message names what SQLite made of the value: checked by its start only
+    is_code = size == 3
+    if not is_code:
+        floats = np.frombuffer(query, dtype="<f4")
+        bad = np.flatnonzero(~np.isfinite(floats))
+        if len(bad):
+            raise SQLError(f"{prefix}the MATCH query holds a non-finite value at index {bad[0]}")
+        if math.fsum(abs(float(x)) for x in floats) > 1e38:
+            return None
+    if type_name(k) != "INTEGER" or k < 1:
+        raise SQLError(f"{prefix}k must be a positive INTEGER, got {k if type_name(k) == 'INTEGER' else type_name(k)}")
+    if oversample < 1:
+        raise SQLError(f"{prefix}oversample must be a positive INTEGER, got {oversample}")
+    if rescore not in ("int8", "float32", "bits", "none"):
+        raise SQLError(f"{prefix}rescore must be 'int8', 'float32', 'bits' or 'none', got {rescore}")
+    if rescore in ("int8", "float32"):
+        raise SQLError(f"{prefix}rescore = '{rescore}' needs stored {rescore} vectors, but {INDEX} stores none")
+    if candidates not in ("asymmetric", "hamming"):
+        raise SQLError(f"{prefix}candidates must be 'asymmetric' or 'hamming', got {candidates}")
+    if is_code and candidates != "hamming":
+        raise SQLError(f"{prefix}a packed-code query allows only candidates = 'hamming'")
+    return (np.frombuffer(query, np.uint8) if is_code else floats), candidates == "hamming"
 
 
 def check_knn(args):
-    collection, query, k, mode, allowed, count = args
+    query, k, oversample, rescore, candidates, allowed = args
     ids, codes, thresholds = knn_collection()
-    arguments = [collection, query, k, mode, allowed][:count]
-    kind, got = run(f"SELECT id, distance, score FROM sqlitebin_knn({', '.join('?' * count)})", arguments)
+    sql = (f"SELECT rowid, distance, score FROM {INDEX} WHERE vector MATCH ? AND k = ? AND oversample = ? "
+           "AND rescore = ? AND candidates = ?")
+    params = [query, k, oversample, rescore, candidates]
+    if allowed is not None:
+        sql += " AND rowid IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(allowed))
+    kind, got = run(sql, params)
     try:
-        hamming, top, allowed_ids, q = knn_expected(collection, query, k, mode, allowed, count)
+        expected = knn_expected(query, k, oversample, rescore, candidates)
     except SQLError as error:
-        event("error: " + str(error)[17:40])
-        assert kind == "error", (args, got)
-        if str(error).endswith("got '"):  # a mode whose SQL text rendering is SQLite's business
-            assert got.startswith(str(error)), (args, got)
-        else:
-            assert got == str(error), (args, got)
+        event("error: " + str(error)[len(INDEX) + 13:40])
+        assert (kind, got) == ("error", str(error)), args
         return
+    if expected is None:
+        event("error: query")
+        assert kind == "error" and got.startswith(f"sqlitebin: {INDEX}: the MATCH query"), (args, got)
+        return
+    q, hamming = expected
     assert kind == "value", (args, got)
-    event(f"{'hamming' if hamming else 'asymmetric'}{' allowed' if allowed_ids is not None else ''}")
-    keep = np.ones(len(ids), bool) if allowed_ids is None else np.isin(ids, list(allowed_ids))
+    event(f"{'hamming' if hamming else 'asymmetric'} {rescore}{' allowed' if allowed is not None else ''}")
+    keep = np.ones(len(ids), bool) if allowed is None else np.isin(ids, allowed)
     live_ids, live_codes = ids[keep], codes[keep]
-    query_code = np.frombuffer(q, np.uint8) if hamming else np.packbits(q > thresholds)
-    distance = np.unpackbits(live_codes ^ query_code, axis=1).sum(axis=1)
-    assert len(got) == min(top, len(live_ids)), args
+    query_code = q if q.dtype == np.uint8 else np.packbits(q > thresholds)
+    distance = np.unpackbits(live_codes ^ query_code, axis=1).sum(axis=1)  # padding bits of a code query count
+    top = min(k, len(live_ids))
+    assert len(got) == top, args
     got_ids = [row[0] for row in got]
     position = {int(i): n for n, i in enumerate(live_ids)}
     assert len(set(got_ids)) == len(got_ids) and all(i in position for i in got_ids), args
     assert [row[1] for row in got] == [int(distance[position[i]]) for i in got_ids], args
-    if hamming:
+    if hamming and rescore == "none":
         order = np.lexsort((live_ids, distance))[:top]
         assert got_ids == live_ids[order].tolist(), args
-        assert all(row[2] == 1.0 - row[1] * (2.0 / KNN_DIM) for row in got), args
+        assert all(abs(row[2] - (1.0 - row[1] * (2.0 / KNN_DIM))) < 1e-9 for row in got), args
         return
-    # Asymmetric: the float query against each code read as +1/-1. The extension sums in float32,
-    # so scores may differ from the exact ones by a rounding bound, and near-ties may swap.
+    if q.dtype == np.uint8:
+        return  # a packed code rescored with 'bits' has no float query to check scores against
+    # The float query against each code read as +1/-1; the extension sums in float32, so scores may
+    # differ from the exact ones by a rounding bound, and near-ties may swap.
     signs = np.unpackbits(live_codes, axis=1)[:, :KNN_DIM].astype(np.float64) * 2 - 1
     exact = signs @ q.astype(np.float64) / math.sqrt(KNN_DIM)
     tolerance = 1e-5 * float(np.abs(q.astype(np.float64)).sum()) / math.sqrt(KNN_DIM) + 1e-30
     got_scores = np.array([row[2] for row in got])
     assert np.all(np.abs(got_scores - exact[[position[i] for i in got_ids]]) <= tolerance), args
     assert np.all(np.diff(got_scores) <= tolerance), args
-    if len(got) < len(live_ids):
+    if not hamming and len(got) < len(live_ids):
         left_out = np.setdiff1d(np.arange(len(live_ids)), [position[i] for i in got_ids])
         assert exact[left_out].max() <= got_scores.min() + 2 * tolerance, args
 
@@ -549,7 +516,7 @@ CASES = {
     "dot_int8": (dot_int8_arguments(), check_dot_int8),
     "dot_bits": (dot_bits_arguments(), check_dot_bits),
     "sqlitebin_ids": (ids_arguments(), check_sqlitebin_ids),
-    "sqlitebin_knn": (knn_arguments(), check_knn),
+    "index MATCH": (knn_arguments(), check_knn),
     "sqlitebin_version/debug": (st.lists(SQL_VALUE, max_size=2), check_version_and_debug),
 }
 

@@ -65,7 +65,7 @@ def test_python_blocks_run(tmp_path, monkeypatch):
     # The embedded-database query finds the SQLite sentence first; the filter finds NumPy's.
     assert lines[1].startswith("1 ") and lines[1].endswith("{'kind': 'db'}")
     assert lines[2].startswith("NumPy is the fundamental package")
-    assert lines[-1] == "2 320"
+    assert lines[-1] == "2 int8"
 
 
 def test_command_line_block_runs(tmp_path):

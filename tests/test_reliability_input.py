@@ -148,16 +148,18 @@ def test_sql_function_input(conn, sql, params, expected):
 
 
 # ---------------------------------------------------------------------------
-# sqlitebin_knn: collection, query, k, mode and allowed set.
+# A collection's index searched from SQL: query, k, oversample, rescore, candidates and prefilter.
 
-KNN_NAME = "we'ird \"name\"; DROP TABLE victim; --"
+INDEX_NAME = "we'ird \"name\"; DROP TABLE victim; --"
+INDEX_TABLE = '"' + (INDEX_NAME + "_index").replace('"', '""') + '"'
+INDEX_SHOWN = INDEX_NAME + "_index"
 
 
 @pytest.fixture(scope="module")
-def knn_db():
+def index_db():
     db = sqlitebin.connect(":memory:")
     db.conn.execute("CREATE TABLE victim (x)")
-    collection = db.create_collection(KNN_NAME, dim=16, embedder=None, rescore="none", chunk_codes=8)
+    collection = db.create_collection(INDEX_NAME, dim=16, embedder=None, rescore="none", chunk_size=64)
     vectors = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
     collection.add(vectors=vectors)
     yield db, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -166,122 +168,53 @@ def knn_db():
 
 CODE = b"\x0f\xf0"            # 16-bit query code
 FLOATS = f32(np.linspace(-1, 1, 16))
-KNN_CASES = [
-    # k
-    ("k 0", "?, ?, 0", [KNN_NAME, CODE], "sqlitebin_knn(): k must be from 1 to 100000, got 0"),
-    ("k negative", "?, ?, -3", [KNN_NAME, CODE], "sqlitebin_knn(): k must be from 1 to 100000, got -3"),
-    ("k too large", "?, ?, 100001", [KNN_NAME, CODE], "sqlitebin_knn(): k must be from 1 to 100000, got 100001"),
-    ("k int64 min", "?, ?, ?", [KNN_NAME, CODE, -(2**63)],
-     f"sqlitebin_knn(): k must be from 1 to 100000, got {-(2**63)}"),
-    ("k REAL", "?, ?, 2.5", [KNN_NAME, CODE], "sqlitebin_knn(): k must be an INTEGER, got REAL"),
-    ("k REAL whole", "?, ?, 2.0", [KNN_NAME, CODE], "sqlitebin_knn(): k must be an INTEGER, got REAL"),
-    ("k TEXT", "?, ?, '5'", [KNN_NAME, CODE], "sqlitebin_knn(): k must be an INTEGER, got TEXT"),
-    ("k BLOB", "?, ?, x'05'", [KNN_NAME, CODE], "sqlitebin_knn(): k must be an INTEGER, got BLOB"),
-    ("k NULL", "?, ?, NULL", [KNN_NAME, CODE], "sqlitebin_knn(): k must be an INTEGER, got NULL"),
-    ("k above collection size", "?, ?, 1000", [KNN_NAME, CODE], ("rows", 50)),
-    ("k maximum", "?, ?, 100000", [KNN_NAME, CODE], ("rows", 50)),
-    # query
-    ("query TEXT", "?, 'abc', 5", [KNN_NAME], "sqlitebin_knn(): query must be a BLOB, got TEXT"),
-    ("query INTEGER", "?, 7, 5", [KNN_NAME], "sqlitebin_knn(): query must be a BLOB, got INTEGER"),
-    ("query REAL", "?, 7.5, 5", [KNN_NAME], "sqlitebin_knn(): query must be a BLOB, got REAL"),
-    ("query NULL", "?, NULL, 5", [KNN_NAME], "sqlitebin_knn(): query must be a BLOB, got NULL"),
-    ("query empty", "?, x'', 5", [KNN_NAME],
-     f"sqlitebin_knn(): collection '{KNN_NAME.replace(chr(39), chr(39) * 2)}' has 16-bit codes, so a hamming query is 2 bytes; got 0"),
-    ("query odd length asymmetric", "?, x'000000', 5, 'asymmetric'", [KNN_NAME],
-     f"sqlitebin_knn(): collection '{KNN_NAME.replace(chr(39), chr(39) * 2)}' has dimension 16, so an asymmetric query is 64 bytes of float32; got 3"),
-    ("query wrong dimension", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([1] * 15)],
-     f"sqlitebin_knn(): collection '{KNN_NAME.replace(chr(39), chr(39) * 2)}' has dimension 16, so an asymmetric query is 64 bytes of float32; got 60"),
-    ("query NaN", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([0] * 15 + [np.nan])],
-     "sqlitebin_knn(): query holds a non-finite value at index 15"),
-    ("query infinity", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([np.inf] + [0] * 15)],
-     "sqlitebin_knn(): query holds a non-finite value at index 0"),
-    ("query too large for float32 sums", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([0] * 14 + [1.7e38, 1.7e38])],
-     "sqlitebin_knn(): query values are too large for the asymmetric scan (their magnitudes add up to 3.4e+38; "
-     "the limit is 1e38)"),
-    ("query large but within the limit", "?, ?, 5, 'asymmetric'", [KNN_NAME, f32([1e36] * 16)], ("rows", 5)),
-    # mode
-    ("mode unknown", "?, ?, 5, 'cosine'", [KNN_NAME, CODE], "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got 'cosine'"),
-    ("mode case", "?, ?, 5, 'HAMMING'", [KNN_NAME, CODE], "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got 'HAMMING'"),
-    ("mode INTEGER", "?, ?, 5, 1", [KNN_NAME, CODE], "sqlitebin_knn(): mode must be 'hamming' or 'asymmetric', got '1'"),
-    ("mode NULL is hamming", "?, ?, 5, NULL", [KNN_NAME, CODE], ("rows", 5)),
-    # allowed
-    ("allowed TEXT", "?, ?, 5, 'hamming', 'abcdefgh'", [KNN_NAME, CODE],
-     "sqlitebin_knn(): allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), got TEXT of 8 bytes"),
-    ("allowed INTEGER", "?, ?, 5, 'hamming', 12", [KNN_NAME, CODE],
-     "sqlitebin_knn(): allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), got INTEGER of 2 bytes"),
-    ("allowed odd length", "?, ?, 5, 'hamming', x'01020304050607'", [KNN_NAME, CODE],
-     "sqlitebin_knn(): allowed must be an id set from sqlitebin_ids() (a BLOB of 8-byte ids), got BLOB of 7 bytes"),
-    ("allowed unsorted", "?, ?, 5, 'hamming', ?", [KNN_NAME, CODE, i64([0, -10**10, 10])],
-     "sqlitebin_knn(): allowed must hold ids in ascending order, as sqlitebin_ids() makes them; "
-     "id -10000000000 at position 1 is smaller than the one before it"),
-    ("allowed descending", "?, ?, 5, 'hamming', ?", [KNN_NAME, CODE, i64([9, 8])],
-     "sqlitebin_knn(): allowed must hold ids in ascending order, as sqlitebin_ids() makes them; "
-     "id 8 at position 1 is smaller than the one before it"),
-    ("allowed empty", "?, ?, 5, 'hamming', x''", [KNN_NAME, CODE], ("rows", 0)),
-    ("allowed NULL", "?, ?, 5, 'hamming', NULL", [KNN_NAME, CODE], ("rows", 5)),
-    ("allowed int64 extremes", "?, ?, 5, 'hamming', ?", [KNN_NAME, CODE, i64([-(2**63), 3, 2**63 - 1])], ("ids", [3])),
-    ("allowed far apart", "?, ?, 5, 'hamming', ?", [KNN_NAME, CODE, i64([-(2**62), 2, 7, 2**62])], ("ids", [2, 7])),
-    ("allowed with repeats", "?, ?, 5, 'hamming', ?", [KNN_NAME, CODE, i64([4, 4, 4, 9])], ("ids", [4, 9])),
-    # collection
-    ("collection NULL", "NULL, ?, 5", [CODE], "sqlitebin_knn(): collection must be TEXT, got NULL"),
-    ("collection INTEGER", "1, ?, 5", [CODE], "sqlitebin_knn(): collection must be TEXT, got INTEGER"),
-    ("collection BLOB", "?, ?, 5", [KNN_NAME.encode(), CODE], "sqlitebin_knn(): collection must be TEXT, got BLOB"),
-    ("collection unknown", "'nope', ?, 5", [CODE], "sqlitebin_knn(): no collection named 'nope'"),
-    ("collection quote", "?, ?, 5", ["it's", CODE], "sqlitebin_knn(): no collection named 'it''s'"),
-    ("collection SQL", "?, ?, 5", ["x'; DROP TABLE victim; --", CODE],
-     "sqlitebin_knn(): no collection named 'x''; DROP TABLE victim; --'"),
-    ("collection NUL", "? || char(0) || 'x', ?, 5", [KNN_NAME, CODE],
-     f"sqlitebin_knn(): collection name '{KNN_NAME.replace(chr(39), chr(39) * 2)}' is followed by a NUL character"),
-    ("collection non-UTF-8", "CAST(x'fffe' AS TEXT), ?, 5", [CODE], "sqlitebin_knn(): no collection named '\ufffd\ufffd'"),
-    ("collection only", "?", [KNN_NAME],
-     "sqlitebin_knn(): needs at least a collection name and a query, as in sqlitebin_knn('docs', :query, 10)"),
+QUERY_SIZES = "the MATCH query must be a float32 BLOB of 64 bytes (dim 16) or a packed code of 2 bytes, got"
+INDEX_CASES = [
+    ("query TEXT", "k = 5", ["abc"], f"{QUERY_SIZES} TEXT of 3 bytes"),
+    ("query INTEGER", "k = 5", [7], f"{QUERY_SIZES} INTEGER of 1 bytes"),
+    ("query NULL", "k = 5", [None], f"{QUERY_SIZES} NULL of 0 bytes"),
+    ("query empty", "k = 5", [b""], f"{QUERY_SIZES} BLOB of 0 bytes"),
+    ("query odd length", "k = 5", [b"abc"], f"{QUERY_SIZES} BLOB of 3 bytes"),
+    ("query NaN", "k = 5", [f32(np.where(np.arange(16) == 15, np.nan, 1.0))],
+     "the MATCH query holds a non-finite value at index 15"),
+    ("query infinity", "k = 5", [f32(np.full(16, np.inf))], "the MATCH query holds a non-finite value at index 0"),
+    ("query too large for float32 sums", "k = 5", [f32(np.full(16, 3e38))],
+     "the MATCH query values are too large (their magnitudes add up to 4.8e+39; the limit is 1e38)"),
+    ("k 0", "k = 0", [FLOATS], "k must be a positive INTEGER, got 0"),
+    ("k negative", "k = -3", [FLOATS], "k must be a positive INTEGER, got -3"),
+    ("k REAL", "k = 2.5", [FLOATS], "k must be a positive INTEGER, got REAL"),
+    ("k TEXT", "k = '5'", [FLOATS], "k must be a positive INTEGER, got TEXT"),
+    ("k NULL", "k = NULL", [FLOATS], "k must be a positive INTEGER, got NULL"),
+    ("oversample 0", "k = 5 AND oversample = 0", [FLOATS], "oversample must be a positive INTEGER, got 0"),
+    ("rescore unknown", "k = 5 AND rescore = 'int4'", [FLOATS],
+     "rescore must be 'int8', 'float32', 'bits' or 'none', got int4"),
+    ("rescore not stored", "k = 5 AND rescore = 'int8'", [FLOATS],
+     f"rescore = 'int8' needs stored int8 vectors, but {INDEX_SHOWN} stores none"),
+    ("candidates unknown", "k = 5 AND candidates = 'cosine'", [FLOATS],
+     "candidates must be 'asymmetric' or 'hamming', got cosine"),
+    ("packed code, asymmetric", "k = 5 AND candidates = 'asymmetric'", [CODE],
+     "a packed-code query allows only candidates = 'hamming'"),
+    ("k above the collection size", "k = 1000000000", [FLOATS], 50),
+    ("k default", "1", [FLOATS], 10),
+    ("packed code", "k = 7 AND candidates = 'hamming'", [CODE], 7),
+    ("query large but within the limit", "k = 5", [f32(np.full(16, 6e36))], 5),
+    ("prefilter empty", "k = 5 AND rowid IN (SELECT value FROM json_each('[]'))", [FLOATS], 0),
+    ("prefilter int64 extremes", f"k = 5 AND rowid IN ({-(2**63)}, {2**63 - 1}, 3)", [FLOATS], 1),
+    ("prefilter with repeats", "k = 5 AND rowid IN (4, 4, 4, 9)", [FLOATS], 2),
 ]
 
 
-@pytest.mark.parametrize("arguments,params,expected", [c[1:] for c in KNN_CASES], ids=[c[0] for c in KNN_CASES])
-def test_knn_input(knn_db, arguments, params, expected):
-    db, _ = knn_db
-    sql = f"SELECT id, distance FROM sqlitebin_knn({arguments})"
-    if isinstance(expected, tuple):
-        rows = db.conn.execute(sql, params).fetchall()
-        if expected[0] == "rows":
-            assert len(rows) == expected[1]
-        else:
-            assert sorted(r[0] for r in rows) == expected[1]
+@pytest.mark.parametrize("condition,params,expected", [c[1:] for c in INDEX_CASES], ids=[c[0] for c in INDEX_CASES])
+def test_index_search_input(index_db, condition, params, expected):
+    db, _ = index_db
+    sql = f"SELECT rowid, distance FROM {INDEX_TABLE} WHERE vector MATCH ? AND {condition}"
+    if isinstance(expected, int):
+        assert len(db.conn.execute(sql, params).fetchall()) == expected
     else:
         with pytest.raises(apsw.SQLError) as excinfo:
             db.conn.execute(sql, params).fetchall()
-        assert str(excinfo.value) == expected
+        assert str(excinfo.value) == f"sqlitebin: {INDEX_SHOWN}: {expected}"
     assert db.conn.execute("SELECT count(*) FROM victim").fetchall() == [(0,)]
-
-
-def test_knn_without_a_registry(conn):
-    with pytest.raises(apsw.SQLError) as excinfo:
-        conn.execute("SELECT * FROM sqlitebin_knn('a\"b', x'00')").fetchall()
-    assert str(excinfo.value) == "sqlitebin_knn(): no collection named 'a\"b' (this database has no sqlitebin collections)"
-
-
-def test_knn_on_a_tampered_registry_gives_errors_not_crashes():
-    """A database file is input too: nonsense in the registry gives an SQL error, never a crash."""
-    db = sqlitebin.connect(":memory:")
-    db.create_collection("c", dim=16, embedder=None, rescore="none", chunk_codes=8).add(vectors=np.ones((20, 16)))
-    for dim in (0, -1, -8, -100, 100_000, 2**31 - 1, -(2**31), 2**40, 2**32 + 16, "sixteen", 1e300):
-        db.conn.execute("UPDATE sqlitebin_collections SET dim = ? WHERE name = 'c'", (dim,))
-        for query, mode in ((b"", "hamming"), (CODE, "hamming"), (b"", "asymmetric"), (FLOATS, "asymmetric")):
-            with pytest.raises(apsw.SQLError):
-                db.conn.execute("SELECT * FROM sqlitebin_knn('c', ?, 5, ?)", (query, mode)).fetchall()
-    db.conn.execute("UPDATE sqlitebin_collections SET dim = 0 WHERE name = 'c'")
-    with pytest.raises(apsw.SQLError) as excinfo:
-        db.conn.execute("SELECT * FROM sqlitebin_knn('c', x'', 5)").fetchall()
-    assert str(excinfo.value) == "sqlitebin_knn(): collection 'c' has dimension 0 in sqlitebin_collections, outside 1 to 65536"
-    db.conn.execute("UPDATE sqlitebin_collections SET dim = 8, thresholds = x'00' WHERE name = 'c'")  # codes of another size
-    with pytest.raises(apsw.SQLError, match=r"a chunk of collection 'c' is malformed \(8 codes, 64 id bytes, 16 code bytes\)"):
-        db.conn.execute("SELECT * FROM sqlitebin_knn('c', x'00', 5)").fetchall()
-    db.conn.execute("UPDATE sqlitebin_collections SET dim = 16 WHERE name = 'c'")
-    db.conn.execute("UPDATE c_chunks SET ids = x'0102' WHERE chunk_id = 1")          # a damaged chunk
-    with pytest.raises(apsw.SQLError, match=r"a chunk of collection 'c' is malformed \(8 codes, 2 id bytes, 16 code bytes\)"):
-        db.conn.execute("SELECT * FROM sqlitebin_knn('c', ?, 5)", (CODE,)).fetchall()
-    db.close()
 
 
 # ---------------------------------------------------------------------------
@@ -323,19 +256,10 @@ def test_100_mb_float_vectors(conn):
         conn.execute("SELECT binary_quantize(?)", (blob[:-1],)).fetchall()
 
 
-def test_100_mb_knn_query_and_allowed_set(knn_db, big):
-    db, _ = knn_db
-    with pytest.raises(apsw.SQLError, match=rf"has 16-bit codes, so a hamming query is 2 bytes; got {100 * MIB}$"):
-        db.conn.execute("SELECT * FROM sqlitebin_knn(?, ?, 5)", (KNN_NAME, big.tobytes())).fetchall()
-    with pytest.raises(apsw.SQLError, match=rf"so an asymmetric query is 64 bytes of float32; got {100 * MIB}$"):
-        db.conn.execute("SELECT * FROM sqlitebin_knn(?, ?, 5, 'asymmetric')", (KNN_NAME, big.tobytes())).fetchall()
-    allowed = np.arange(-(100 * MIB // 16), 100 * MIB // 16, dtype="<i8")  # 100 MB of ascending ids
-    rows = db.conn.execute("SELECT id FROM sqlitebin_knn(?, ?, 100, 'hamming', ?)",
-                           (KNN_NAME, CODE, allowed.tobytes())).fetchall()
-    assert len(rows) == 50
-    with pytest.raises(apsw.SQLError, match=r"allowed must hold ids in ascending order"):
-        db.conn.execute("SELECT id FROM sqlitebin_knn(?, ?, 100, 'hamming', ?)",
-                        (KNN_NAME, CODE, allowed[::-1].tobytes())).fetchall()
+def test_100_mb_index_query(index_db, big):
+    db, _ = index_db
+    with pytest.raises(apsw.SQLError, match=rf"or a packed code of 2 bytes, got BLOB of {100 * MIB} bytes$"):
+        db.conn.execute(f"SELECT rowid FROM {INDEX_TABLE} WHERE vector MATCH ? AND k = 5", (big.tobytes(),)).fetchall()
 
 
 def test_100_mb_python_inputs(tmp_path):
@@ -382,7 +306,8 @@ def snapshot(db):
     contents = {table: conn.execute(f'SELECT * FROM "{table.replace(chr(34), chr(34) * 2)}"').fetchall()
                 for table in tables if not table.endswith(("_data", "_idx", "_config", "_docsize"))}
     query = np.linspace(-1, 1, 16)
-    searches = [[h.id for h in db.collection("vectors").search(query, 10, method=method)] for method in ("knn", "sql")]
+    searches = [[h.id for h in db.collection("vectors").search(query, 10, candidates=candidates)]
+                for candidates in ("asymmetric", "hamming")]
     searches.append([h.id for h in db.collection("texts", embedder=toy_embedder).search("sqlite", 5, mode="hybrid")])
     return tables, contents, searches
 
@@ -429,7 +354,6 @@ API_CASES = [
     ("rescore unknown", lambda v, t: v.search(Q, rescore="int4"), ValueError, r"rescore must be one of"),
     ("rescore not stored", lambda v, t: v.search(Q, rescore="float32"), ValueError, r"rescore='float32' needs float32 vectors"),
     ("candidates unknown", lambda v, t: v.search(Q, candidates="cosine"), ValueError, r"candidates must be one of"),
-    ("method unknown", lambda v, t: v.search(Q, method="faiss"), ValueError, r"method must be one of"),
     ("vector_weight NaN", lambda v, t: t.search("x", mode="hybrid", vector_weight=float("nan")), ValueError,
      r"vector_weight must be a number from 0 to 100, got nan"),
     # where: SQL injection, comments, bad SQL, missing parameters, non-UTF-8
@@ -524,14 +448,16 @@ def test_collection_names_are_quoted_everywhere(tmp_path, name):
     db = sqlitebin.connect(path)
     db.conn.execute("CREATE TABLE victim (x)")
     db.conn.execute("INSERT INTO victim VALUES (1)")
-    collection = db.create_collection(name, dim=16, embedder=toy_embedder, fts=True, chunk_codes=4)
+    collection = db.create_collection(name, dim=16, embedder=toy_embedder, fts=True, chunk_size=64)
     vectors = np.random.default_rng(1).standard_normal((30, 16))
     ids = collection.add([f"text {i} sqlite" for i in range(30)], vectors=vectors)
     knn = [h.id for h in collection.search(vectors[3], 5)]
-    assert knn[0] == ids[3] and knn == [h.id for h in collection.search(vectors[3], 5, method="sql")]
+    assert knn[0] == ids[3]
     assert collection.search("sqlite", 3, mode="keyword") and collection.search("text", 3, mode="hybrid")
-    code = np.packbits(vectors[3] > 0).tobytes()
-    assert db.conn.execute("SELECT id FROM sqlitebin_knn(?, ?, 1)", (name, code)).fetchall() == [(ids[3],)]
+    index = '"' + (name + "_index").replace('"', '""') + '"'
+    query = (vectors[3] / np.linalg.norm(vectors[3])).astype("<f4").tobytes()
+    assert db.conn.execute(f"SELECT rowid FROM {index} WHERE vector MATCH ? AND k = 1", (query,)).fetchall() == [
+        (ids[3],)]
     collection.delete(ids[:10])
     collection.upsert(["changed"], vectors=vectors[:1], ids=[ids[20]])
     db.close()
@@ -539,7 +465,7 @@ def test_collection_names_are_quoted_everywhere(tmp_path, name):
     assert db.collections() == [name]
     reopened = db.collection(name, embedder=toy_embedder)
     assert len(reopened) == 20 and reopened.get([ids[20]])[0].text == "changed"
-    assert reopened.info()["pending_changes"] == 0
+    assert reopened.info()["documents"] == 20
     db.drop_collection(name)
     assert db.conn.execute("SELECT x FROM victim").fetchall() == [(1,)]
     assert [r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")] == ["victim", "sqlitebin_collections",
