@@ -11,8 +11,10 @@ gives. A single collection takes the best m = k x oversample candidates by the c
 to the smaller id), rescores them, and keeps the best k (score descending, then id). Each shard
 returns its own best m candidates with their estimates and rescored scores; the global best m are
 among their union, so the coordinator picks them by (estimate, id), then the best k by (score, id).
-The int8 ranges are calibrated once for the whole collection, from the first `batch_size` vectors of
-its first `add()` (the rule a single collection follows), and given to every shard.
+The int8 ranges are calibrated once for the whole collection, by the rule one collection's index
+follows: until it holds 1024 rows they are kept as float32 and rescored exactly; the add that reaches
+1024 calibrates the ranges from those 1024 rows (the ones present plus the first of the add). Each
+shard's index is then rebuilt with these ranges fixed (`ranges=`), so every shard quantizes alike.
 
 Failures: a shard task whose worker dies is run again by the scheduler on another worker (any
 worker can open any shard: the directory must be reachable from every worker, e.g. the same machine
@@ -52,10 +54,12 @@ from .collection import (
 )
 from .database import Database, embedder_for
 from .embedding import embed_texts, embedder_name
-from .schema import validate_name
+from .schema import index_options, quote_identifier, validate_name
 
 MANIFEST_FORMAT = 1
 MAX_SHARDS = 4096
+# The index's default calibration_rows: an int8 index calibrates its ranges once it holds this many rows.
+CALIBRATION_ROWS = 1024
 
 
 class ShardUnavailableError(RuntimeError):
@@ -135,15 +139,37 @@ def _shard_max_id(path, name):
     return collection.conn.execute(f"SELECT max(id) FROM {collection.tables.documents}").fetchall()[0][0]
 
 
-def _shard_add(path, name, payload, ranges, embedder_spec, batch_size):
+def _shard_staged_vectors(path, name):
+    """The float32 vectors of an uncalibrated int8 shard (exact: they wait for calibration as float32)."""
+    collection = _shard_collection(path, name)
+    rows = collection.conn.execute(f"SELECT vector FROM {collection.tables.index}").fetchall()
+    return np.frombuffer(b"".join(row[0] for row in rows), dtype="<f4").reshape(len(rows), collection.dim)
+
+
+def _shard_fix_ranges(path, name, ranges):
+    """Rebuild the shard's index with the collection-wide int8 ranges fixed, its rows put back.
+
+    A shard must never calibrate from its own rows. Before calibration it holds fewer than
+    CALIBRATION_ROWS rows (all in float32), so this is cheap; the documents and their triggers
+    stay as they are.
+    """
+    collection = _shard_collection(path, name)
+    if collection.ranges is not None:
+        return
+    t = collection.tables
+    ranges = np.asarray(ranges, dtype=quantize.FLOAT32)
+    options = index_options(collection.dim, collection.rescore, thresholds=collection.thresholds, ranges=ranges,
+                            chunk_size=collection.chunk_size)
+    with collection.conn:
+        rows = collection.conn.execute(f"SELECT rowid, vector FROM {t.index}").fetchall()
+        collection.conn.execute(f"DROP TABLE {t.index}")
+        collection.conn.execute(f"CREATE VIRTUAL TABLE {t.index} USING sqlitebin({options})")
+        collection.conn.executemany(f"INSERT INTO {t.index} (rowid, vector) VALUES (?, ?)", rows)
+
+
+def _shard_add(path, name, payload, embedder_spec, batch_size):
     texts, vectors, ids, metadata = payload
     collection = _shard_collection(path, name, embedder_spec if vectors is None else None)
-    if ranges is not None and collection.ranges is None:
-        # The collection-wide ranges, stored before the shard's first write so it never calibrates its own.
-        with collection.conn:
-            collection.conn.execute("UPDATE sqlitebin_collections SET ranges = ? WHERE name = ?",
-                                    (np.asarray(ranges, dtype=quantize.FLOAT32).tobytes(), name))
-        collection.ranges = np.asarray(ranges, dtype=quantize.FLOAT32)
     return collection.add(texts, vectors=vectors, ids=ids, metadata=metadata, batch_size=batch_size)
 
 
@@ -159,25 +185,37 @@ def _shard_len(path, name):
     return len(_shard_collection(path, name))
 
 
-def _shard_search(path, name, vectors, k, oversample, rescore, candidates, where, params):
-    """For each query: this shard's best k x oversample candidates, each with its estimate and rescored score.
+def _shard_search(path, name, vectors, depth, rescore, candidates, where, params):
+    """For each query: this shard's best `depth` candidates, each with its estimate and rescored score.
 
-    Returns one list per query of (id, estimate, score, distance, text, metadata_json).
+    Two searches of the index in one statement: the candidates rescored (k = depth, oversample = 1:
+    the same `depth` candidates a search with k x oversample = depth takes), and the same rows'
+    candidate scores (rescore = 'none', restricted to them). Returns one list per query of
+    (id, estimate, score, distance, text, metadata_json).
     """
     collection = _shard_collection(path, name)
     t = collection.tables
-    if rescore == "none":
-        score, join = "c.estimate", ""
-    else:
-        score, join = collection._score_sql(rescore, "c")
+    chunks = quote_identifier(name + "_index_chunks")
+    if not collection.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {chunks})").fetchall()[0][0]:
+        # A shard that never held a row has nothing to find (and the extension must not be asked:
+        # it crashes on a search of an index with no chunk yet).
+        return [[] for _ in vectors]
+    filter_sql = f" AND rowid IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
     sql = (
-        f"WITH candidates AS ({collection._candidates_sql(candidates, 'knn', where)})\n"
-        f"SELECT c.id, c.estimate, {score} AS score, c.distance, d.text, d.metadata\n"
-        f"FROM candidates AS c{join} JOIN {t.documents} AS d ON d.id = c.id"
+        f"WITH rescored AS MATERIALIZED (SELECT rowid AS id, score, distance FROM {t.index}\n"
+        f"    WHERE vector MATCH :sqlitebin_vector AND k = :sqlitebin_depth AND oversample = 1\n"
+        f"    AND rescore = '{rescore}' AND candidates = '{candidates}'{filter_sql}),\n"
+        f"estimated AS (SELECT rowid AS id, score FROM {t.index}\n"
+        f"    WHERE vector MATCH :sqlitebin_vector AND k = :sqlitebin_depth AND oversample = 1\n"
+        f"    AND rescore = 'none' AND candidates = '{candidates}' AND rowid IN (SELECT id FROM rescored))\n"
+        f"SELECT r.id, e.score, r.score, r.distance, d.text, d.metadata\n"
+        f"FROM rescored AS r JOIN estimated AS e ON e.id = r.id JOIN {t.documents} AS d ON d.id = r.id"
     )
     results = []
     for vector in vectors:
-        values = collection.search_params(vector, k=k, oversample=oversample, candidates=candidates, params=params)
+        values = dict(params or {})
+        values.update(sqlitebin_vector=np.ascontiguousarray(vector, dtype=quantize.FLOAT32).tobytes(),
+                      sqlitebin_depth=int(depth))
         try:
             rows = collection.conn.execute(sql, values).fetchall()
         except KeyError as error:  # apsw: a named parameter without a value
@@ -400,16 +438,7 @@ class ShardedCollection:
                 raise ValueError(f"{function}: id {clash[0]} already exists in collection {self.name!r}")
 
         if self.rescore == "int8" and self.ranges is None:
-            # The ranges one collection would calibrate from its first batch, for every shard.
-            if vectors is not None:
-                sample = vectors[:batch_size]
-            else:
-                sample = quantize.as_float32_matrix(
-                    function, embed_texts(self._query_embedder(), texts[:batch_size], batch_size=EMBED_BATCH_SIZE),
-                    self.dim)
-            self.ranges = quantize.calibrate_ranges(quantize.normalize(sample))
-            self._manifest["ranges"] = self.ranges.tolist()
-            self._save_manifest()
+            self._calibrate_if_due(function, texts, vectors, count)
 
         shard_of = self.shard_of(ids)
         homes = self.home_workers()
@@ -426,14 +455,36 @@ class ShardedCollection:
                 [ids[j] for j in rows],
                 [metadata[j] for j in rows] if metadata is not None else None,
             )], workers=[homes[shard]], direct=True, hash=False)
-            tasks.append((shard, _shard_add, (
-                self.paths[shard], self.name, payload, self.ranges, self._embedder_spec, batch_size)))
+            tasks.append((shard, _shard_add, (self.paths[shard], self.name, payload, self._embedder_spec, batch_size)))
         try:
             self._run("add", tasks)
         finally:
             for _, _, args in tasks:
                 args[2].release()
         return ids
+
+    def _calibrate_if_due(self, function, texts, vectors, count):
+        """Calibrate the int8 ranges when this add brings the collection to CALIBRATION_ROWS rows.
+
+        One collection's index calibrates from the rows it holds when their number reaches
+        CALIBRATION_ROWS (min and max per dimension: the order of the rows does not matter), so
+        the sample is every row the shards hold (all still float32) plus the first rows of the add.
+        """
+        staged = self._run("add", [(i, _shard_staged_vectors, (self.paths[i], self.name)) for i in range(self.shards)])
+        present = sum(len(v) for v in staged)
+        if present + count < CALIBRATION_ROWS:
+            return
+        needed = CALIBRATION_ROWS - present
+        if vectors is not None:
+            new = vectors[:needed]
+        else:
+            new = quantize.as_float32_matrix(
+                function, embed_texts(self._query_embedder(), texts[:needed], batch_size=EMBED_BATCH_SIZE), self.dim)
+        sample = np.concatenate([v for v in staged if len(v)] + [quantize.normalize(new)])
+        self.ranges = quantize.calibrate_ranges(sample)
+        self._run("add", [(i, _shard_fix_ranges, (self.paths[i], self.name, self.ranges)) for i in range(self.shards)])
+        self._manifest["ranges"] = self.ranges.tolist()
+        self._save_manifest()
 
     def delete(self, ids):
         """Delete documents by id; return how many existed."""
@@ -518,10 +569,11 @@ class ShardedCollection:
         if clash:
             raise ValueError(f"{function}: parameter names starting with 'sqlitebin_' are reserved, got {clash}")
         vectors = self._query_vectors(function, queries)
+        # As in the index: k x oversample candidates are rescored; with rescore='none', k are taken.
+        depth = k if rescore == "none" else k * oversample
         per_shard = self._run("search", [
-            (i, _shard_search, (self.paths[i], self.name, vectors, k, oversample, rescore, candidates, where, params))
+            (i, _shard_search, (self.paths[i], self.name, vectors, depth, rescore, candidates, where, params))
             for i in range(self.shards)])
-        depth = min(MAX_K, k * oversample)
         results = []
         for q in range(len(vectors)):
             rows = [row for shard_rows in per_shard for row in shard_rows[q]]

@@ -114,6 +114,31 @@ def test_vectors_match_one_collection_exactly(client, tmp_path):
         assert len(db.collection("docs")) == counts[2] - sum(1 for i in gone[:4] if i % 3 == 2)
 
 
+def test_calibration_reached_over_several_adds(client, tmp_path):
+    # Below 1024 rows an int8 index keeps float32 rows; the add that reaches 1024 calibrates from the
+    # rows present (deleted ones excluded) and the first rows of the add: the shards follow that rule.
+    rng = np.random.default_rng(4)
+    first, second, third = random_vectors(rng, 300), random_vectors(rng, 500), random_vectors(rng, 900)
+    sharded = ShardedCollection.create(client, tmp_path, "steps", shards=3, dim=DIM, embedder=None)
+    single = single_collection(embedder=None)
+    queries = random_vectors(rng, 6)
+    for col in (sharded, single):
+        col.add(vectors=first)
+        col.delete([5, 6, 7, 200])
+        col.add(vectors=second, batch_size=128)
+    assert sharded.ranges is None and single.ranges is None
+    for query in queries:
+        assert hits_tuple(sharded.search(query, k=10)) == hits_tuple(single.search(query, k=10))
+    for col in (sharded, single):
+        col.add(vectors=third, batch_size=300)
+    assert single.ranges is not None
+    np.testing.assert_array_equal(sharded.ranges, single.ranges)
+    for query in queries:
+        for options in (dict(k=10), dict(k=25, oversample=2), dict(k=5, rescore="bits")):
+            assert hits_tuple(sharded.search(query, **options)) == hits_tuple(single.search(query, **options))
+    assert len(sharded) == len(single) == 1696
+
+
 def test_numpy_oracle_exact_top_k(client, tmp_path):
     rng = np.random.default_rng(2)
     vectors = random_vectors(rng, 600)
@@ -250,3 +275,10 @@ def test_readme_sharded_example_runs(tmp_path, monkeypatch, capsys):
             namespace["client"].close()
             cluster.close()
     assert capsys.readouterr().out.splitlines() == ["1", "2 [1, 2] 1"]
+
+
+def test_empty_shards_answer_nothing(client, tmp_path):
+    sharded = ShardedCollection.create(client, tmp_path, "sparse", shards=4, dim=8, embedder=None)
+    assert sharded.search(np.ones(8), k=3) == []
+    sharded.add(vectors=np.eye(8, dtype=np.float32)[:2], ids=[4, 8])  # both on shard 0
+    assert [h.id for h in sharded.search(np.eye(8)[1], k=3)] == [8, 4]
