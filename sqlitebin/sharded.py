@@ -189,8 +189,9 @@ def _shard_search(path, name, vectors, depth, rescore, candidates, where, params
     """For each query: this shard's best `depth` candidates, each with its estimate and rescored score.
 
     Two searches of the index in one statement: the candidates rescored (k = depth, oversample = 1:
-    the same `depth` candidates a search with k x oversample = depth takes), and the same rows'
-    candidate scores (rescore = 'none', restricted to them). Returns one list per query of
+    the same `depth` candidates a search with k x oversample = depth takes), and the same candidates'
+    own scores (rescore = 'none', k = depth: a second scan, cheaper here than a prefilter on the
+    first one's ids). Returns one list per query of
     (id, estimate, score, distance, text, metadata_json).
     """
     collection = _shard_collection(path, name)
@@ -205,11 +206,11 @@ def _shard_search(path, name, vectors, depth, rescore, candidates, where, params
         f"WITH rescored AS MATERIALIZED (SELECT rowid AS id, score, distance FROM {t.index}\n"
         f"    WHERE vector MATCH :sqlitebin_vector AND k = :sqlitebin_depth AND oversample = 1\n"
         f"    AND rescore = '{rescore}' AND candidates = '{candidates}'{filter_sql}),\n"
-        f"estimated AS (SELECT rowid AS id, score FROM {t.index}\n"
+        f"estimated AS MATERIALIZED (SELECT rowid AS id, score FROM {t.index}\n"
         f"    WHERE vector MATCH :sqlitebin_vector AND k = :sqlitebin_depth AND oversample = 1\n"
-        f"    AND rescore = 'none' AND candidates = '{candidates}' AND rowid IN (SELECT id FROM rescored))\n"
+        f"    AND rescore = 'none' AND candidates = '{candidates}'{filter_sql})\n"
         f"SELECT r.id, e.score, r.score, r.distance, d.text, d.metadata\n"
-        f"FROM rescored AS r JOIN estimated AS e ON e.id = r.id JOIN {t.documents} AS d ON d.id = r.id"
+        f"FROM rescored AS r LEFT JOIN estimated AS e ON e.id = r.id JOIN {t.documents} AS d ON d.id = r.id"
     )
     results = []
     for vector in vectors:
@@ -221,6 +222,8 @@ def _shard_search(path, name, vectors, depth, rescore, candidates, where, params
         except KeyError as error:  # apsw: a named parameter without a value
             raise ValueError(
                 f"ShardedCollection.search(): where uses :{error.args[0]} but params gives it no value") from None
+        if any(row[1] is None for row in rows):  # both searches take the same candidates; never expected
+            raise RuntimeError(f"sqlitebin.sharded: shard {path}: the rescored and estimated candidates differ")
         results.append(rows)
     return results
 
