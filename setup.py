@@ -6,6 +6,10 @@ and every section unreachable from it (Cython's Python-facing module code) is
 dropped. The result has no Python symbols, so the `sqlite3` shell loads it as
 well as apsw does, and it never links libsqlite3: SQLite's routines arrive
 through the pointer given to the entry point.
+
+A second shared object, sqlitebin/sqlitebin_preload.so (plain C, ext/preload.c),
+registers the extension in processes that never load extensions (dqlite nodes)
+when given in LD_PRELOAD.
 """
 
 import glob
@@ -72,7 +76,15 @@ def extensions():
         depends=["ext/kernels.h", "ext/tokenizer.h", "ext/sqlite3ext.pxd", "ext/sqlitebin.map"]
         + sorted(glob.glob(os.path.join(HERE, "ext", "*.pxi"))),
     )
-    return cythonize([extension], include_path=["ext"], compiler_directives={"language_level": "3"})
+    # sqlitebin/sqlitebin_preload.so: LD_PRELOAD it into a process that never loads extensions
+    # (a dqlite node) to register sqlitebin.so in every connection; see ext/preload.c.
+    preload = Extension(
+        "sqlitebin.sqlitebin_preload",
+        sources=["ext/preload.c"],
+        libraries=["dl", "pthread"],
+        extra_compile_args=["-O2", "-Wall"],
+    )
+    return cythonize([extension], include_path=["ext"], compiler_directives={"language_level": "3"}) + [preload]
 
 
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
@@ -96,13 +108,14 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "datasette>=0.64,<1.0", "sqlite-utils>=3.35", "selenium>=4", "sqlean.py",
                  "pysqlite3-binary; sys_platform == 'linux' and platform_machine == 'x86_64'",
                  "pytest-asyncio>=0.23", "langchain-core>=0.3", "langchain-tests>=0.3", "llama-index-core>=0.12",
-                 "model2vec>=0.4"],
+                 "model2vec>=0.4", "dask[distributed]>=2023.1"],
         "bench": ["sqlite-vec", "faiss-cpu", "usearch", "matplotlib"],
         "datasette": ["datasette>=0.64,<1.0"],
         "sqlite-utils": ["sqlite-utils>=3.35"],
         "langchain": ["langchain-core>=0.3"],
         "llama-index": ["llama-index-core>=0.12"],
         "model2vec": ["model2vec>=0.4"],
+        "dask": ["dask[distributed]>=2023.1"],
     },
     entry_points={
         "console_scripts": ["sqlitebin=sqlitebin.cli:main"],
