@@ -14,7 +14,6 @@ import csv
 import errno
 import gzip
 import hashlib
-import inspect
 import itertools
 import io
 import json

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import inspect
 import json
-import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -160,6 +159,34 @@ def check_where(function, where):
     return where
 
 
+def check_documents(function, texts, vectors, dim, has_embedder, name, embedder_name):
+    """Check what add()/upsert() were given: (texts as a list or None, vectors as float32 or None, count).
+
+    One owner for these checks, shared by Collection and ShardedCollection.
+    """
+    if texts is None and vectors is None:
+        raise InvalidArgument(f"{function}: give texts, vectors, or both")
+    if isinstance(texts, str):
+        raise TypeError(f"{function}: texts must be a list of strings, not one string")
+    texts = list(texts) if texts is not None else None
+    if texts is not None:
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"{function}: text {position} is {type(text).__name__}, not str")
+            _check_unicode(function, f"text {position}", text)
+    if vectors is not None:
+        vectors = quantize.as_float32_matrix(function, vectors, dim)
+    count = len(texts) if texts is not None else len(vectors)
+    if texts is not None and vectors is not None and len(vectors) != count:
+        raise InvalidArgument(f"{function}: got {count} texts but {len(vectors)} vectors")
+    if vectors is None and not has_embedder:
+        raise NoEmbedder(
+            f"{function}: collection {name!r} has no embedder ({embedder_name or 'vectors only'}); "
+            "pass vectors=, or reopen it with embedder="
+        )
+    return texts, vectors, count
+
+
 @serialised
 class Collection:
     """A named set of documents in a sqlitebin database. Get one from `Database.create_collection()`
@@ -288,26 +315,8 @@ class Collection:
 
     def _write(self, function, texts, vectors, ids, metadata, batch_size, progress, replace):
         batch_size = _check_int(function, "batch_size", batch_size, 1, 1_000_000)
-        if texts is None and vectors is None:
-            raise InvalidArgument(f"{function}: give texts, vectors, or both")
-        if isinstance(texts, str):
-            raise TypeError(f"{function}: texts must be a list of strings, not one string")
-        texts = list(texts) if texts is not None else None
-        if texts is not None:
-            for position, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise TypeError(f"{function}: text {position} is {type(text).__name__}, not str")
-                _check_unicode(function, f"text {position}", text)
-        if vectors is not None:
-            vectors = quantize.as_float32_matrix(function, vectors, self.dim)
-        count = len(texts) if texts is not None else len(vectors)
-        if texts is not None and vectors is not None and len(vectors) != count:
-            raise InvalidArgument(f"{function}: got {count} texts but {len(vectors)} vectors")
-        if vectors is None and self.embedder is None:
-            raise NoEmbedder(
-                f"{function}: collection {self.name!r} has no embedder ({self.embedder_name or 'vectors only'}); "
-                "pass vectors=, or reopen it with embedder="
-            )
+        texts, vectors, count = check_documents(function, texts, vectors, self.dim, self.embedder is not None,
+                                                self.name, self.embedder_name)
         ids = self._check_ids(function, ids, count)
         metadata_json = _dump_metadata(function, metadata, count)
         if count == 0:
@@ -679,7 +688,6 @@ class Collection:
         `index_bytes` is what the index's shadow tables take in the file (SQLite's dbstat: whole
         pages, so free space in them counts), and `bytes_per_document` that over the documents.
         """
-        t = self.tables
         count = len(self)
         pattern = self.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "\\_index\\_%"
         index_bytes = self.conn.execute(

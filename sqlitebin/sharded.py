@@ -50,6 +50,7 @@ from .collection import (
     _check_unicode,
     _dump_metadata,
     _load_metadata,
+    check_documents,
     check_where,
 )
 from .database import Database, embedder_for
@@ -402,24 +403,8 @@ class ShardedCollection:
         """
         function = "ShardedCollection.add()"
         batch_size = _check_int(function, "batch_size", batch_size, 1, 1_000_000)
-        if texts is None and vectors is None:
-            raise ValueError(f"{function}: give texts, vectors, or both")
-        if isinstance(texts, str):
-            raise TypeError(f"{function}: texts must be a list of strings, not one string")
-        texts = list(texts) if texts is not None else None
-        if texts is not None:
-            for position, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise TypeError(f"{function}: text {position} is {type(text).__name__}, not str")
-                _check_unicode(function, f"text {position}", text)
-        if vectors is not None:
-            vectors = quantize.as_float32_matrix(function, vectors, self.dim)
-        count = len(texts) if texts is not None else len(vectors)
-        if texts is not None and vectors is not None and len(vectors) != count:
-            raise ValueError(f"{function}: got {count} texts but {len(vectors)} vectors")
-        if vectors is None and self._embedder_spec is None:
-            raise ValueError(f"{function}: collection {self.name!r} has no embedder "
-                             f"({self.embedder_name or 'vectors only'}); pass vectors=, or reopen it with embedder=")
+        texts, vectors, count = check_documents(function, texts, vectors, self.dim, self._embedder_spec is not None,
+                                                self.name, self.embedder_name)
         ids = _check_ids(function, ids, count)
         metadata = list(metadata) if metadata is not None and not isinstance(metadata, dict) else metadata
         _dump_metadata(function, metadata, count)  # validation only; each shard stores its own part
