@@ -4,7 +4,7 @@ Installed with ``pip install 'sqlitebin[datasette]'`` and registered through the
 ``datasette`` entry point. It adds:
 
 - the extension in every connection Datasette opens (`prepare_connection`), so
-  `hamming()`, `sqlitebin_knn` and the rest work in Datasette's SQL editor;
+  `hamming()`, the `sqlitebin` virtual table and the rest work in Datasette's SQL editor;
 - `/-/sqlitebin`: the sqlitebin collections of every database;
 - `/-/sqlitebin/DATABASE/COLLECTION?q=...&mode=hybrid&k=10`: a search page (query box,
   mode, k; results with their scores, each linked to its row), and the same with

@@ -521,7 +521,7 @@ class ShardedCollection:
                where=None, params=None):
         """The k best documents for a text or vector query, best first: the hits and order that one
         collection holding every shard's documents gives. Arguments as in `Collection.search()`
-        (vector mode, method 'knn'). Raises ShardUnavailableError when a shard cannot answer."""
+        (vector mode). Raises ShardUnavailableError when a shard cannot answer."""
         if isinstance(query, str):
             queries = [query]
         else:
