@@ -55,21 +55,8 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_create(pthread_t *thread, const void *attributes, void *(*start)(void *) noexcept nogil, void *argument)
     int pthread_join(pthread_t thread, void **result)
 
-cdef extern from "<unistd.h>" nogil:
-    long sysconf(int name)
-    int _SC_NPROCESSORS_ONLN
-
 cdef extern from "kernels.h" nogil:
-    ctypedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
-                                              const uint8_t *tables, uint16_t *out) noexcept nogil
-    void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes, const uint8_t *tables, uint16_t *out)
-    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
-    ctypedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
-                                                const uint8_t *query, uint32_t *out) noexcept nogil
-    void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
     ctypedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n) noexcept nogil
     int SQLITEBIN_HAVE_X86_KERNELS
     uint64_t sqlitebin_hamming_portable(const uint8_t *a, const uint8_t *b, size_t n)
@@ -77,53 +64,108 @@ cdef extern from "kernels.h" nogil:
     uint64_t sqlitebin_hamming_popcnt(const uint8_t *a, const uint8_t *b, size_t n)
     uint64_t sqlitebin_popcount_popcnt(const uint8_t *a, size_t n)
     uint64_t sqlitebin_hamming_avx2(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_hamming_avx512(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_popcount_avx512(const uint8_t *a, size_t n)
     int sqlitebin_cpu_has_popcnt()
     int sqlitebin_cpu_has_avx2()
+    int sqlitebin_cpu_has_avx512()
+    void sqlitebin_cpu_features(char *out, size_t size)
+
+cdef extern from "scan_kernels.h" nogil:
+    int SQLITEBIN_NIBBLE_BLOCK
+    int SQLITEBIN_NIBBLE_MAX_BYTES
+    uint32_t SQLITEBIN_NO_CANDIDATE
+    ctypedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *query, uint32_t threshold,
+                                                  uint32_t *out_index, uint32_t *out_distance) noexcept nogil
+    ctypedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                                 const uint8_t *tables, uint32_t threshold,
+                                                 uint32_t *out_index) noexcept nogil
+    size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                            uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                        uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                       const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                         const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                             const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    int sqlitebin_cpu_has_avx512vbmi()
+    int SQLITEBIN_NIBBLE_LEVELS
+    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
+
+cdef extern from "scan_threads.h" nogil:
+    ctypedef struct sqlitebin_work_queue:
+        int64_t next
+        int64_t units
+    int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue)
+    long sqlitebin_idle_cpus()
 
 
 # ---------------------------------------------------------------------------
 # Kernel selection, done once per load from what the CPU reports.
 
 cdef sqlitebin_hamming_fn hamming_kernel
-cdef sqlitebin_hamming_block_fn hamming_block_kernel
-cdef sqlitebin_nibble_sums_fn nibble_sums_kernel  # NULL without AVX2: the asymmetric scan then scores every code exactly
 cdef sqlitebin_popcount_fn popcount_kernel
+cdef sqlitebin_hamming_below_fn hamming_below_kernel
+cdef sqlitebin_nibble_above_fn nibble_above_kernel  # NULL below AVX2: the asymmetric scan then scores every code exactly
 cdef const char *kernel_name
 
 
-cdef void select_kernels() noexcept nogil:
-    """Pick the fastest kernels the CPU supports. SQLITEBIN_POPCOUNT=portable or
-    popcnt caps the choice (used by the tests to check every kernel); it can
-    never select instructions the CPU lacks.
+cdef int select_kernels() noexcept nogil:
+    """Pick the fastest kernels the CPU supports: avx512 (VPOPCNTDQ + BW), avx2,
+    popcnt or portable. SQLITEBIN_POPCOUNT caps the choice at one of those levels
+    (the tests use it to check every kernel); it never selects instructions the
+    CPU lacks. Returns -1, choosing nothing, when the variable holds another value.
 
     Other threads may be running queries on other connections while this runs
     (every load calls it), so the choice is made in locals and each global is
     written once, with a usable kernel: never a transient NULL."""
-    global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name, nibble_sums_kernel
+    global hamming_kernel, popcount_kernel, kernel_name, hamming_below_kernel, nibble_above_kernel
     cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
-    cdef sqlitebin_hamming_block_fn hamming_block = sqlitebin_hamming_block_portable
-    cdef sqlitebin_nibble_sums_fn nibble_sums = NULL
     cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
+    cdef sqlitebin_hamming_below_fn hamming_below = sqlitebin_hamming_below_portable
+    cdef sqlitebin_nibble_above_fn nibble_above = NULL
     cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
-    cdef bint allow_avx2 = cap == NULL or strcmp(cap, "avx2") == 0
-    cdef bint allow_popcnt = allow_avx2 or strcmp(cap, "popcnt") == 0
-    if SQLITEBIN_HAVE_X86_KERNELS and allow_avx2 and sqlitebin_cpu_has_avx2():
+    cdef int level = 3  # 0 portable, 1 popcnt, 2 avx2, 3 avx512
+    if cap != NULL and cap[0] != 0:
+        if strcmp(cap, "portable") == 0:
+            level = 0
+        elif strcmp(cap, "popcnt") == 0:
+            level = 1
+        elif strcmp(cap, "avx2") == 0:
+            level = 2
+        elif strcmp(cap, "avx512") != 0:
+            return -1
+    if SQLITEBIN_HAVE_X86_KERNELS and level >= 3 and sqlitebin_cpu_has_avx512():
+        hamming = sqlitebin_hamming_avx512
+        popcount = sqlitebin_popcount_avx512
+        hamming_below = sqlitebin_hamming_below_avx512
+        nibble_above = sqlitebin_nibble_above_avx512vbmi if sqlitebin_cpu_has_avx512vbmi() else sqlitebin_nibble_above_avx512
+        name = "avx512"
+    elif SQLITEBIN_HAVE_X86_KERNELS and level >= 2 and sqlitebin_cpu_has_avx2():
         hamming = sqlitebin_hamming_avx2
-        hamming_block = sqlitebin_hamming_block_avx2
-        nibble_sums = sqlitebin_nibble_sums_avx2
         popcount = sqlitebin_popcount_popcnt
+        hamming_below = sqlitebin_hamming_below_avx2
+        nibble_above = sqlitebin_nibble_above_avx2
         name = "avx2"
-    elif SQLITEBIN_HAVE_X86_KERNELS and allow_popcnt and sqlitebin_cpu_has_popcnt():
+    elif SQLITEBIN_HAVE_X86_KERNELS and level >= 1 and sqlitebin_cpu_has_popcnt():
         hamming = sqlitebin_hamming_popcnt
-        hamming_block = sqlitebin_hamming_block_popcnt
         popcount = sqlitebin_popcount_popcnt
+        hamming_below = sqlitebin_hamming_below_popcnt
         name = "popcnt"
     hamming_kernel = hamming
-    hamming_block_kernel = hamming_block
-    nibble_sums_kernel = nibble_sums
     popcount_kernel = popcount
+    hamming_below_kernel = hamming_below
+    nibble_above_kernel = nibble_above
     kernel_name = name
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -705,11 +747,11 @@ cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float
 
 cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_t *tables,
                              double *scale, double *high) noexcept nogil:
-    """uint8 nibble tables for the fast scan (layout in kernels.h) and their error bound.
+    """uint8 nibble tables for the fast scan (layout in scan_kernels.h) and their error bound.
 
     Table entry (j, nibble n) is the sum of the query values of the 4 dimensions
     that nibble covers with bits set in n; each table is shifted by its minimum
-    and quantized with one step for all tables. The sum of the exact entries is
+    and quantized to 0..SQLITEBIN_NIBBLE_LEVELS with one step for all tables. The sum of the exact entries is
     then at most scale * (sum of quantized entries) + high, where `high` adds the
     minimums and the worst-case rounding (half a step per table)."""
     cdef int j, half, n, r, dimension, t
@@ -742,12 +784,12 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
                     continue
                 for n in range(16):
                     level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
-                    if level > 255:
-                        level = 255
+                    if level > SQLITEBIN_NIBBLE_LEVELS:
+                        level = SQLITEBIN_NIBBLE_LEVELS
                     tables[64 * j + 32 * half + n] = <uint8_t>level
                     tables[64 * j + 32 * half + 16 + n] = <uint8_t>level
         if pass_number == 0:
-            step = step / 255.0
+            step = step / SQLITEBIN_NIBBLE_LEVELS
             for t in range(2 * code_bytes):
                 offset += minimum[t]
     sqlite3_free(minimum)
@@ -757,18 +799,22 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
     return SQLITE_OK
 
 
-cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes) noexcept nogil:
-    """Sum of the query values at the code's set bits, four table lookups per step."""
+cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes,
+                                 int stride) noexcept nogil:
+    """Sum of the query values at the code's set bits, four table lookups per step.
+    Byte j of the code is at code[j * stride]: 1 for a row-major code, the block
+    width for one in the scan-ready layout. The same additions in the same order
+    either way, so every scan path gives the same float."""
     cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0
     cdef int j = 0
     while j + 4 <= code_bytes:
-        s0 += tables[j * 256 + code[j]]
-        s1 += tables[(j + 1) * 256 + code[j + 1]]
-        s2 += tables[(j + 2) * 256 + code[j + 2]]
-        s3 += tables[(j + 3) * 256 + code[j + 3]]
+        s0 += tables[j * 256 + code[j * stride]]
+        s1 += tables[(j + 1) * 256 + code[(j + 1) * stride]]
+        s2 += tables[(j + 2) * 256 + code[(j + 2) * stride]]
+        s3 += tables[(j + 3) * 256 + code[(j + 3) * stride]]
         j += 4
     while j < code_bytes:
-        s0 += tables[j * 256 + code[j]]
+        s0 += tables[j * 256 + code[j * stride]]
         j += 1
     return (s0 + s1) + (s2 + s3)
 
@@ -784,43 +830,88 @@ ctypedef struct ScanContext:
     const int64_t *changed_ids
     int64_t changed_count
     TopK top
+    # The kernels of this query, read once from the globals (a load elsewhere may replace them).
+    sqlitebin_hamming_below_fn hamming_below
+    sqlitebin_nibble_above_fn nibble_above
     # Asymmetric fast scan: the true sum of a code is at most
-    # approx_scale * approx[i] + approx_high, so a code whose best case cannot
-    # enter the heap is skipped without computing its exact score.
+    # approx_scale * (its nibble sum) + approx_high, so a code whose best case
+    # cannot enter the heap is skipped without computing its exact score.
+    const uint8_t *nibble_tables
+    const uint8_t *blocked   # the chunk codes in the scan-ready layout (scan_kernels.h)
     double approx_scale
     double approx_high
 
 
 cdef enum:
-    SCAN_BLOCK = 1024  # codes scored per kernel call; their distances stay in L1
+    SCAN_BLOCK = 1024  # codes per kernel call; the threshold is refreshed from the heap between calls
+
+
+cdef inline uint32_t hamming_threshold(const TopK *top) noexcept nogil:
+    """The largest distance that can still enter the heap (ties may, by id)."""
+    return 0xFFFFFFFF if top.size < top.k else <uint32_t>top.heap[0].key
+
+
+cdef inline uint32_t nibble_threshold(const ScanContext *scan) noexcept nogil:
+    """The smallest nibble sum whose best case can still enter the heap: a code
+    can only if query_sum - 2 * (approx_scale * sum + approx_high) <= the worst
+    key kept. Rounded down by one more step, so float rounding never drops one."""
+    cdef double needed
+    if scan.top.size < scan.top.k:
+        return 0
+    needed = (scan.query_sum - scan.top.heap[0].key) * 0.5 - scan.approx_high
+    if scan.approx_scale <= 0:
+        return 0 if needed <= 0 else SQLITEBIN_NO_CANDIDATE
+    needed = floor(needed / scan.approx_scale) - 1
+    if needed <= 0:
+        return 0
+    if needed >= 65536:
+        return SQLITEBIN_NO_CANDIDATE
+    return <uint32_t>needed
 
 
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
-                     bint skip_changed, const uint16_t *approx) noexcept nogil:
-    """Offer `count` codes to the top-k. The score comes first and the id
-    checks only for codes that would enter the heap, which are few."""
-    cdef int64_t start, i, n, id
+                     bint skip_changed, int64_t blocked_first) noexcept nogil:
+    """Offer `count` codes to the top-k. A kernel scores a block of codes and
+    emits only those that can still enter the heap (at or below the k-th best
+    distance, or with a nibble bound that could reach it); the exact score and
+    the id checks are for those few. `blocked_first` is the position of these
+    codes in scan.blocked, or -1 when they are not in it."""
+    cdef int64_t start, i, n, m, e, id, position
     cdef int code_bytes = scan.code_bytes
     cdef double key
+    cdef uint32_t indices[SCAN_BLOCK]
     cdef uint32_t distances[SCAN_BLOCK]
     cdef TopK *top = &scan.top
+    cdef bint hamming = scan.mode == MODE_HAMMING
+    cdef bint nibble = not hamming and blocked_first >= 0 and scan.nibble_above != NULL and scan.blocked != NULL
     start = 0
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
-        if scan.mode == MODE_HAMMING:
-            hamming_block_kernel(codes + start * code_bytes, n, code_bytes, scan.query_code, distances)
-        for i in range(n):
-            if scan.mode == MODE_HAMMING:
-                key = <double>distances[i]
-            else:
-                if approx != NULL and top.size == top.k and scan.query_sum - 2.0 * (
-                        scan.approx_scale * approx[start + i] + scan.approx_high) > top.heap[0].key:
-                    continue
+        if hamming:
+            m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
+                                            hamming_threshold(top), indices, distances)
+        elif nibble:
+            m = <int64_t>scan.nibble_above(scan.blocked, blocked_first + start, n, code_bytes,
+                                           scan.nibble_tables, nibble_threshold(scan), indices)
+        else:
+            m = n
+        for e in range(m):
+            if hamming:
+                i = start + indices[e]
+                key = <double>distances[e]
+            elif nibble:
+                # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
+                i = start + indices[e]
+                position = blocked_first + i
                 key = scan.query_sum - 2.0 * <double>asymmetric_sum(
-                    scan.tables, codes + (start + i) * code_bytes, code_bytes)
+                    scan.tables, scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                    + position % SQLITEBIN_NIBBLE_BLOCK, code_bytes, SQLITEBIN_NIBBLE_BLOCK)
+            else:
+                i = start + e
+                key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
             if top.size == top.k and key > top.heap[0].key:
                 continue
-            memcpy(&id, ids_blob + 8 * (start + i), 8)
+            memcpy(&id, ids_blob + 8 * i, 8)
             if scan.allowed != NULL and not filter_allows(scan.allowed, id):
                 continue
             if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
@@ -830,123 +921,104 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
 
 
 # ---------------------------------------------------------------------------
-# Two threads for large scans. A collection of at least PARALLEL_MIN_CODES
-# codes is split in two halves of chunks, each scanned by its own thread into
-# its own heap; the heaps are merged after. Ties are broken by id, so the result
-# does not depend on the split. The worker thread calls no SQLite routine.
+# Two threads for large scans, only when they pay. The chunks are cut into
+# units of SCAN_UNIT_CODES codes; the calling thread and one worker each claim
+# the next unclaimed unit (scan_threads.h) and scan it into their own heap,
+# merged at the end. Ties are broken by id, so the result does not depend on
+# who scanned what. A worker that starts late or shares a busy core claims
+# fewer units, and none is started unless a CPU is idle, so the split never
+# costs much more than one thread. The worker calls no SQLite routine.
 
 cdef enum:
     PARALLEL_MIN_CODES = 262144
+    SCAN_UNIT_CODES = 32768
 
 ctypedef struct ScanJob:
     ScanContext scan
     const ChunkData *chunks
-    int64_t first_chunk
-    int64_t end_chunk
-    const uint16_t *approx
-    # The nibble sums this job computes before the scan (asymmetric fast scan).
-    sqlitebin_nibble_sums_fn nibble_sums
-    const uint8_t *nibble_tables
-    int64_t first_block
-    int64_t end_block
-    uint16_t *approx_out
+    sqlitebin_work_queue *queue
 
 
-cdef void scan_chunk_range(ScanJob *job) noexcept nogil:
-    cdef const ChunkData *chunks = job.chunks
-    cdef ScanContext *scan = &job.scan
-    cdef int64_t j, start
-    cdef int code_bytes = scan.code_bytes
-    for j in range(job.first_chunk, job.end_chunk):
-        if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
-            continue
-        start = chunks.chunk_start[j]
-        scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * code_bytes,
-                   chunks.chunk_start[j + 1] - start,
-                   scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
-                                                   or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1]),
-                   job.approx + start if job.approx != NULL else NULL)
+cdef void scan_chunk(ScanContext *scan, const ChunkData *chunks, int64_t j) noexcept nogil:
+    cdef int64_t start = chunks.chunk_start[j]
+    if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
+        return
+    scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * scan.code_bytes,
+               chunks.chunk_start[j + 1] - start,
+               scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
+                                               or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1]),
+               start)
 
 
-cdef void nibble_sum_range(ScanJob *job) noexcept nogil:
-    cdef int64_t code_bytes = job.scan.code_bytes
-    if job.end_block > job.first_block:
-        job.nibble_sums(job.chunks.blocked + job.first_block * 32 * code_bytes, job.end_block - job.first_block,
-                        code_bytes, job.nibble_tables, job.approx_out + job.first_block * 32)
+cdef int64_t first_chunk_from(const ChunkData *chunks, int64_t position) noexcept nogil:
+    """The first chunk starting at or after code `position`."""
+    cdef int64_t lo = 0, hi = chunks.chunk_count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if chunks.chunk_start[mid] < position:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
-cdef void *nibble_sum_thread(void *argument) noexcept nogil:
-    nibble_sum_range(<ScanJob*>argument)
-    return NULL
+cdef void scan_units(ScanJob *job) noexcept nogil:
+    """Claim units until none is left; unit u is the chunks starting in its span of codes."""
+    cdef int64_t unit, j, end
+    while True:
+        unit = sqlitebin_work_claim(job.queue)
+        if unit >= job.queue.units:
+            return
+        j = first_chunk_from(job.chunks, unit * SCAN_UNIT_CODES)
+        end = first_chunk_from(job.chunks, (unit + 1) * SCAN_UNIT_CODES)
+        while j < end:
+            scan_chunk(&job.scan, job.chunks, j)
+            j += 1
 
 
 cdef void *scan_thread(void *argument) noexcept nogil:
-    scan_chunk_range(<ScanJob*>argument)
+    scan_units(<ScanJob*>argument)
     return NULL
 
 
 cdef bint use_two_threads(int64_t codes) noexcept nogil:
-    """Unset SQLITEBIN_THREADS: two threads for large collections on a multi-core machine;
+    """Unset SQLITEBIN_THREADS: two threads for large scans while a CPU is idle;
     "1": never; "2": always (the tests use it to check the split on small data)."""
     cdef const char *setting = getenv("SQLITEBIN_THREADS")
     if setting != NULL and strcmp(setting, "1") == 0:
         return False
     if setting != NULL and strcmp(setting, "2") == 0:
         return codes > 0
-    return codes >= PARALLEL_MIN_CODES and sysconf(_SC_NPROCESSORS_ONLN) >= 2
+    return codes >= PARALLEL_MIN_CODES and sqlitebin_idle_cpus() >= 1
 
 
-cdef void run_in_two(void *(*work)(void *) noexcept nogil, ScanJob *here, ScanJob *there) noexcept nogil:
-    """Run `work` on `there` in a new thread and on `here` in this one; without a thread, both here."""
-    cdef pthread_t thread
-    cdef bint started = pthread_create(&thread, NULL, work, there) == 0
-    work(here)
-    if started:
-        pthread_join(thread, NULL)
-    else:
-        work(there)
-
-
-cdef int scan_chunks(ScanContext *scan, ChunkData *chunks, sqlitebin_nibble_sums_fn nibble_sums,
-                     const uint8_t *nibble_tables, uint16_t *approx) noexcept nogil:
-    """Scan every chunk into scan.top, on one thread or two; compute the nibble sums first when asked."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count]
-    cdef int64_t blocks = (total + 31) // 32, split = 0, i
+cdef int scan_chunks(ScanContext *scan, ChunkData *chunks) noexcept nogil:
+    """Scan every chunk into scan.top, on one thread or two."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], i
+    cdef sqlitebin_work_queue queue
     cdef ScanJob here, there
-    memset(&here, 0, sizeof(ScanJob))
+    cdef pthread_t thread
+    cdef bint started = False
+    queue.next = 0
+    queue.units = (total + SCAN_UNIT_CODES - 1) // SCAN_UNIT_CODES + 1  # the last unit holds any empty chunks after the codes
     here.scan = scan[0]
     here.chunks = chunks
-    here.first_chunk = 0
-    here.end_chunk = chunks.chunk_count
-    here.approx = approx
-    here.nibble_sums = nibble_sums
-    here.nibble_tables = nibble_tables
-    here.first_block = 0
-    here.end_block = blocks
-    here.approx_out = approx
-    if not use_two_threads(total):
-        if approx != NULL:
-            nibble_sum_range(&here)
-        scan_chunk_range(&here)
-        scan[0] = here.scan
-        return SQLITE_OK
-    there = here
-    there.scan.top.size = 0
-    there.scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * there.scan.top.k)
-    if there.scan.top.heap == NULL:
-        return SQLITE_NOMEM
-    while split < chunks.chunk_count and chunks.chunk_start[split] < total // 2:
-        split += 1
-    here.end_chunk = split
-    there.first_chunk = split
-    here.end_block = blocks // 2
-    there.first_block = blocks // 2
-    if approx != NULL:
-        run_in_two(nibble_sum_thread, &here, &there)
-    run_in_two(scan_thread, &here, &there)
-    for i in range(there.scan.top.size):
-        topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id)
-    sqlite3_free(there.scan.top.heap)
+    here.queue = &queue
+    if use_two_threads(total):
+        there = here
+        there.scan.top.size = 0
+        there.scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * there.scan.top.k)
+        if there.scan.top.heap == NULL:
+            return SQLITE_NOMEM
+        started = pthread_create(&thread, NULL, scan_thread, &there) == 0
+        if not started:
+            sqlite3_free(there.scan.top.heap)
+    scan_units(&here)
+    if started:
+        pthread_join(thread, NULL)
+        for i in range(there.scan.top.size):
+            topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id)
+        sqlite3_free(there.scan.top.heap)
     scan[0] = here.scan
     return SQLITE_OK
 
@@ -1285,16 +1357,16 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     cdef ChunkData *chunks = NULL
     cdef Hit hit
     cdef uint8_t *nibble_tables = NULL
-    cdef uint16_t *approx = NULL
     cdef int64_t blocks, unsorted
     cdef double magnitude = 0
-    # Read once: a load on another connection may change the global between a check and a call.
-    cdef sqlitebin_nibble_sums_fn nibble_sums = nibble_sums_kernel
 
     knn_reset(c)
     memset(&uncached, 0, sizeof(ChunkData))
     memset(&scan, 0, sizeof(ScanContext))
     memset(&allowed, 0, sizeof(IdFilter))
+    # Read once: a load on another connection may change the globals between a check and a call.
+    scan.hamming_below = hamming_below_kernel
+    scan.nibble_above = nibble_above_kernel
     db = knn_db(cursor)
 
     # Arguments, in column order, as knn_best_index laid them out.
@@ -1414,7 +1486,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
                 "(their magnitudes add up to %g; the limit is 1e38)", magnitude))
         build_lookup_tables(query_floats, dim, code_bytes, tables)
         c.score_scale = 1.0 / sqrt(<double>dim) if dim > 0 else 0
-        if nibble_sums != NULL and 0 < code_bytes <= 128:
+        if scan.nibble_above != NULL and 0 < code_bytes <= SQLITEBIN_NIBBLE_MAX_BYTES:
             nibble_tables = <uint8_t*>sqlite3_malloc64(64 * code_bytes)
             if nibble_tables == NULL or build_nibble_tables(
                     query_floats, dim, code_bytes, nibble_tables, &scan.approx_scale, &scan.approx_high) != SQLITE_OK:
@@ -1491,24 +1563,26 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         memset(&uncached, 0, sizeof(ChunkData))
         rc = chunk_data_get(<KnnTable*>cursor.pVtab, cursor, collection, code_bytes, &chunks, &uncached)
     if rc == SQLITE_OK and nibble_tables != NULL and chunks.chunk_start[chunks.chunk_count] > 0:
-        # Approximate sums for every cached code, 32 at a time.
-        blocks = (chunks.chunk_start[chunks.chunk_count] + 31) // 32
+        # The nibble scan reads the codes in the scan-ready layout, built once per cache entry.
+        blocks = (chunks.chunk_start[chunks.chunk_count] + SQLITEBIN_NIBBLE_BLOCK - 1) // SQLITEBIN_NIBBLE_BLOCK
         if chunks.blocked == NULL:
-            chunks.blocked = <uint8_t*>sqlite3_malloc64(blocks * 32 * code_bytes)
+            chunks.blocked = <uint8_t*>sqlite3_malloc64(blocks * SQLITEBIN_NIBBLE_BLOCK * code_bytes)
             if chunks.blocked != NULL:
                 sqlitebin_transpose_blocks(chunks.codes, chunks.chunk_start[chunks.chunk_count], code_bytes, chunks.blocked)
-        approx = <uint16_t*>sqlite3_malloc64(blocks * 32 * 2)
-        if chunks.blocked == NULL or approx == NULL:
+        if chunks.blocked == NULL:
             rc = SQLITE_NOMEM
+        scan.blocked = chunks.blocked
+        scan.nibble_tables = nibble_tables
     if rc == SQLITE_OK:
-        rc = scan_chunks(&scan, chunks, nibble_sums, nibble_tables, approx)
+        rc = scan_chunks(&scan, chunks)
     chunk_data_free(&uncached)
-    sqlite3_free(approx)
     sqlite3_free(nibble_tables)
+    scan.blocked = NULL
+    scan.nibble_tables = NULL
 
     # 3. The live rows of the change table.
     if rc == SQLITE_OK and pending_count > 0:
-        scan_codes(&scan, <const uint8_t*>pending_ids, pending_codes, pending_count, False, NULL)
+        scan_codes(&scan, <const uint8_t*>pending_ids, pending_codes, pending_count, False, -1)
 
     # Results, best first: pop the max-heap from the back.
     if rc == SQLITE_OK:
@@ -1636,14 +1710,24 @@ cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noex
 
 cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     cdef const char *cpu = "other"
-    cdef const char *asymmetric = "nibble-avx2" if nibble_sums_kernel != NULL else "byte-table"
+    cdef char features[256]
+    cdef const char *asymmetric = "byte-table"
+    if nibble_above_kernel == sqlitebin_nibble_above_avx512vbmi:
+        asymmetric = "nibble-avx512vbmi"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx512:
+        asymmetric = "nibble-avx512"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx2:
+        asymmetric = "nibble-avx2"
+    sqlitebin_cpu_features(features, sizeof(features))
     if SQLITEBIN_HAVE_X86_KERNELS:
-        cpu = "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
-            "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline")
+        cpu = "x86-64 avx512" if sqlitebin_cpu_has_avx512() else (
+            "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
+                "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline"))
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s",
-        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, SQLITE_VERSION, sqlite3_libversion(),
-        SQLITEBIN_COMPILER)
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\ncpu_features=%s\nidle_cpus=%ld\n"
+        "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s",
+        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, features, sqlitebin_idle_cpus(), SQLITE_VERSION,
+        sqlite3_libversion(), SQLITEBIN_COMPILER)
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return
@@ -1678,7 +1762,11 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
                                        const sqlite3_api_routines *api) noexcept nogil:
     """Entry point called by SQLite's load_extension; registers everything on `db`."""
     sqlitebin_set_api(api)
-    select_kernels()
+    if select_kernels() != 0:
+        if error != NULL:
+            error[0] = sqlite3_mprintf("sqlitebin: SQLITEBIN_POPCOUNT must be portable, popcnt, avx2 or avx512, got '%s'",
+                                       getenv("SQLITEBIN_POPCOUNT"))
+        return SQLITE_ERROR
     # The function table: name, number of arguments (-1: any), implementation.
     if (register(db, "hamming", 2, hamming_sql, error)
             or register(db, "bit_count", 1, bit_count_sql, error)

@@ -1,0 +1,69 @@
+/*
+ * Support for splitting one scan between the calling thread and one worker.
+ *
+ * The split is by measured progress, not fixed halves: the scan is cut into
+ * units of consecutive codes and each thread claims the next unclaimed unit
+ * from a shared counter, so a worker that starts late or runs on a busy core
+ * simply claims fewer units and the calling thread does the rest. A worker is
+ * started at all only when some CPU is idle (`sqlitebin_idle_cpus`), because a
+ * worker that has to share a core with another process costs the query its
+ * start-up and its last unit's wait without saving anything.
+ */
+#ifndef SQLITEBIN_SCAN_THREADS_H
+#define SQLITEBIN_SCAN_THREADS_H
+
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#  include <fcntl.h>
+#  include <sched.h>
+#endif
+
+typedef struct {
+    int64_t next;   /* the next unit to claim; advanced atomically by both threads */
+    int64_t units;  /* how many units there are */
+} sqlitebin_work_queue;
+
+static inline int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue) {
+    return __atomic_fetch_add(&queue->next, 1, __ATOMIC_RELAXED);
+}
+
+/* CPUs this process may use that nothing is running on right now: the CPUs of
+ * its affinity mask less the runnable tasks counted in /proc/loadavg (which
+ * include the caller). Where that cannot be read (not Linux), the count of
+ * online CPUs less one: the progress-based split still bounds the cost. */
+static long sqlitebin_idle_cpus(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+#if defined(__linux__)
+#  if defined(CPU_COUNT)  /* glibc with _GNU_SOURCE (as every Python build defines) */
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) < cpus)
+        cpus = CPU_COUNT(&allowed);
+#  endif
+    /* Format: "0.50 0.40 0.30 2/345 12345": the fourth field is runnable/total. */
+    char text[128];
+    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+        close(fd);
+        if (n > 0) {
+            text[n] = 0;
+            const char *p = text;
+            for (int field = 0; field < 3 && p; field++) {
+                p = strchr(p, ' ');
+                if (p) p++;
+            }
+            if (p && *p >= '0' && *p <= '9') {
+                long running = 0;
+                while (*p >= '0' && *p <= '9')
+                    running = running * 10 + (*p++ - '0');
+                return cpus - (running > 0 ? running : 1);
+            }
+        }
+    }
+#endif
+    return cpus - 1;
+}
+
+#endif
