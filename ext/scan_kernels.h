@@ -21,8 +21,8 @@
  * Nibble tables: for each code byte j, 64 bytes: the 16-entry table of the
  * high nibble written twice (one per 128-bit lane of an AVX2 register), then
  * the low nibble's, written twice. Entries are at most SQLITEBIN_NIBBLE_LEVELS
- * (127), so a byte's two entries add in 8 bits, and a code's sum, at most
- * 2 * 128 * 127, fits in 16 bits for code_bytes <= 128.
+ * (63), so two code bytes' four entries add in 8 bits, and a code's sum, at
+ * most 2 * 512 * 63, fits in 16 bits for code_bytes <= SQLITEBIN_NIBBLE_MAX_BYTES.
  *
  * Every kernel reads codes through unaligned loads (BLOB data has no alignment
  * guarantee) and never reads past codes + count * code_bytes.
@@ -33,8 +33,8 @@
 #include "kernels.h"
 
 #define SQLITEBIN_NIBBLE_BLOCK 64      /* codes per block of the scan-ready layout */
-#define SQLITEBIN_NIBBLE_MAX_BYTES 128 /* longest code the 16-bit nibble sums can hold */
-#define SQLITEBIN_NIBBLE_LEVELS 127    /* largest table entry: two fit in one byte */
+#define SQLITEBIN_NIBBLE_MAX_BYTES 512 /* longest code the 16-bit nibble sums can hold (2 * 512 * 63 < 2^16) */
+#define SQLITEBIN_NIBBLE_LEVELS 63     /* largest table entry: a pair of bytes' four entries fit in one byte */
 #define SQLITEBIN_NO_CANDIDATE 0x10000u /* a nibble threshold no 16-bit sum reaches */
 
 typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
@@ -286,10 +286,19 @@ static size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count,
 
 /* ---- asymmetric nibble scan, AVX2 ---------------------------------------- */
 
+/* The two entries of code byte j for the 32 codes at `half` (0 or 32) of a block, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, half)                                                                  \
+    _mm256_add_epi8(                                                                                           \
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * (j))),                          \
+                            _mm256_and_si256(_mm256_srli_epi16(                                                \
+                                _mm256_loadu_si256((const __m256i *)(block + (j) * B + (half))), 4), nibble)), \
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * (j) + 32)),                     \
+                            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(block + (j) * B + (half))), nibble)))
+
 /* Sums of 64 codes' table entries in 16-bit lanes, without widening each
- * lookup: a byte's two entries (each at most 127) add in 8 bits; `all` adds
- * those as 16-bit words (low byte: even code, high byte: odd code, wrapping),
- * `odd` adds the high bytes alone; the even codes' sums are then
+ * lookup: two code bytes' four entries (each at most 63) add in 8 bits; `all`
+ * adds those as 16-bit words (low byte: even code, high byte: odd code,
+ * wrapping), `odd` adds the high bytes alone; the even codes' sums are then
  * all - 256 * odd (mod 2^16), exact because each sum fits in 16 bits. */
 __attribute__((target("avx2")))
 static size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
@@ -303,17 +312,18 @@ static size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, 
     for (size_t b = first / B; b * B < end; b++) {
         const uint8_t *block = blocked + b * code_bytes * B;
         __m256i all0 = _mm256_setzero_si256(), odd0 = all0, all1 = all0, odd1 = all0;
-#pragma GCC unroll 4
-        for (size_t j = 0; j < code_bytes; j++) {
-            const __m256i high_table = _mm256_loadu_si256((const __m256i *)(tables + 64 * j));
-            const __m256i low_table = _mm256_loadu_si256((const __m256i *)(tables + 64 * j + 32));
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)(block + j * B));
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(block + j * B + 32));
-            __m256i a0 = _mm256_shuffle_epi8(high_table, _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble));
-            __m256i c0 = _mm256_shuffle_epi8(low_table, _mm256_and_si256(x0, nibble));
-            __m256i a1 = _mm256_shuffle_epi8(high_table, _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble));
-            __m256i c1 = _mm256_shuffle_epi8(low_table, _mm256_and_si256(x1, nibble));
-            __m256i s0 = _mm256_add_epi8(a0, c0), s1 = _mm256_add_epi8(a1, c1);
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            __m256i s0 = _mm256_add_epi8(SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 0), SQLITEBIN_NIBBLE_AVX2_LOOKUP(j + 1, 0));
+            __m256i s1 = _mm256_add_epi8(SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 32), SQLITEBIN_NIBBLE_AVX2_LOOKUP(j + 1, 32));
+            all0 = _mm256_add_epi16(all0, s0);
+            odd0 = _mm256_add_epi16(odd0, _mm256_srli_epi16(s0, 8));
+            all1 = _mm256_add_epi16(all1, s1);
+            odd1 = _mm256_add_epi16(odd1, _mm256_srli_epi16(s1, 8));
+        }
+        if (j < code_bytes) {
+            __m256i s0 = SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 0), s1 = SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 32);
             all0 = _mm256_add_epi16(all0, s0);
             odd0 = _mm256_add_epi16(odd0, _mm256_srli_epi16(s0, 8));
             all1 = _mm256_add_epi16(all1, s1);
@@ -346,6 +356,14 @@ static size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, 
 
 /* ---- asymmetric nibble scan, AVX-512 ------------------------------------- */
 
+/* The two entries of code byte j for 64 codes, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_AVX512_LOOKUP(j)                                                                         \
+    _mm512_add_epi8(                                                                                              \
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j)))),        \
+                            _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(block + (j) * B), 4), nibble)), \
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j) + 32))),   \
+                            _mm512_and_si512(_mm512_loadu_si512(block + (j) * B), nibble)))
+
 /* As the AVX2 kernel, 64 codes a step in one register; 16-bit compares into masks. */
 __attribute__((target(SQLITEBIN_AVX512_TARGET)))
 static size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
@@ -359,14 +377,15 @@ static size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first
     for (size_t b = first / B; b * B < end; b++) {
         const uint8_t *block = blocked + b * code_bytes * B;
         __m512i all = _mm512_setzero_si512(), odd = all;
-#pragma GCC unroll 4
-        for (size_t j = 0; j < code_bytes; j++) {
-            const __m512i high_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * j)));
-            const __m512i low_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * j + 32)));
-            __m512i x = _mm512_loadu_si512(block + j * B);
-            __m512i a = _mm512_shuffle_epi8(high_table, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));
-            __m512i c = _mm512_shuffle_epi8(low_table, _mm512_and_si512(x, nibble));
-            __m512i s = _mm512_add_epi8(a, c);
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_AVX512_LOOKUP(j), SQLITEBIN_NIBBLE_AVX512_LOOKUP(j + 1));
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        if (j < code_bytes) {
+            __m512i s = SQLITEBIN_NIBBLE_AVX512_LOOKUP(j);
             all = _mm512_add_epi16(all, s);
             odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
         }
@@ -393,6 +412,14 @@ static size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first
  * a 16-entry table broadcast to all four lanes is such a table with entry e =
  * table[e & 15], so neither nibble needs masking (bits 4 and 5 of the index
  * select among identical copies): two instructions fewer per code byte. */
+/* The two entries of code byte j for 64 codes, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_VBMI_LOOKUP(j)                                                                          \
+    _mm512_add_epi8(                                                                                             \
+        _mm512_permutexvar_epi8(_mm512_srli_epi16(_mm512_loadu_si512(block + (j) * B), 4),                      \
+                                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j))))),  \
+        _mm512_permutexvar_epi8(_mm512_loadu_si512(block + (j) * B),                                            \
+                                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j) + 32)))))
+
 __attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
 static size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                                 const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
@@ -404,13 +431,16 @@ static size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t f
     for (size_t b = first / B; b * B < end; b++) {
         const uint8_t *block = blocked + b * code_bytes * B;
         __m512i all = _mm512_setzero_si512(), odd = all;
-#pragma GCC unroll 4
-        for (size_t j = 0; j < code_bytes; j++) {
-            const __m512i high_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * j)));
-            const __m512i low_table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * j + 32)));
-            __m512i x = _mm512_loadu_si512(block + j * B);
-            __m512i s = _mm512_add_epi8(_mm512_permutexvar_epi8(_mm512_srli_epi16(x, 4), high_table),
-                                        _mm512_permutexvar_epi8(x, low_table));
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            /* Two code bytes' four entries add in 8 bits; widened once per pair. */
+            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_VBMI_LOOKUP(j), SQLITEBIN_NIBBLE_VBMI_LOOKUP(j + 1));
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        if (j < code_bytes) {
+            __m512i s = SQLITEBIN_NIBBLE_VBMI_LOOKUP(j);
             all = _mm512_add_epi16(all, s);
             odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
         }

@@ -22,6 +22,7 @@ EXT = os.path.join(os.path.dirname(HERE), "ext")
 LEVELS = ["portable", "popcnt", "avx2", "avx512"]
 NIBBLE_LEVELS = {"avx2": 2, "avx512": 3, "avx512vbmi": 4}
 NO_CANDIDATE = 0x10000
+NIBBLE_TOP = 63  # SQLITEBIN_NIBBLE_LEVELS: the largest nibble table entry
 BLOCK = 64  # codes per block of the scan-ready layout
 U32 = np.uint32
 
@@ -157,7 +158,7 @@ def test_transpose_matches_the_layout(harness):
                                           err_msg=f"{count} codes of {code_bytes} bytes")
 
 
-def nibble_tables(rng, code_bytes, top=127):
+def nibble_tables(rng, code_bytes, top=NIBBLE_TOP):
     """Random tables in the kernel layout: per byte, the high nibble's 16 entries twice, then the low nibble's."""
     high = rng.integers(0, top + 1, (code_bytes, 16), dtype=np.uint8)
     low = rng.integers(0, top + 1, (code_bytes, 16), dtype=np.uint8)
@@ -178,11 +179,11 @@ def test_nibble_above(harness, name):
     probe = harness.harness_nibble_above(level, None, 0, 0, 1, None, 0, None)
     if probe < 0:
         pytest.skip(f"this CPU lacks the {name} nibble kernel")
-    for code_bytes in list(range(1, 34)) + [48, 64, 100, 127, 128]:
+    for code_bytes in list(range(1, 34)) + [48, 64, 100, 127, 128, 129, 130, 255, 512]:
         count = 200 + code_bytes
         codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
         codes[150:160] = codes[149]  # equal sums
-        top = 127 if code_bytes % 2 else int(rng.integers(0, 128))
+        top = NIBBLE_TOP if code_bytes % 2 else int(rng.integers(0, NIBBLE_TOP + 1))
         tables, high, low = nibble_tables(rng, code_bytes, top)
         blocked = numpy_blocked(codes)
         sums = numpy_nibble_sums(codes, high, low)
