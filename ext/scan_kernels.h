@@ -60,6 +60,15 @@ static size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t coun
     return m;
 }
 
+/* Hamming distance of one code stored with its bytes `stride` apart (in the scan-ready layout). For the
+ * few codes that enter the heap, so a plain loop. */
+static uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n) {
+    uint64_t total = 0;
+    for (size_t j = 0; j < n; j++)
+        total += sqlitebin_swar_popcount64((uint64_t)(code[j * stride] ^ query[j]));
+    return total;
+}
+
 /* ---- the scan-ready layout ----------------------------------------------- */
 
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
@@ -107,6 +116,40 @@ static void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_
             for (size_t i = 0; i < n; i++)
                 block[j * B + i] = in[i * code_bytes + j];
     }
+}
+
+/* ---- many queries per pass (batch search) -------------------------------- */
+
+/* A batch search reads each block of codes from memory once and runs every
+ * query of the batch over it while it sits in L1/L2 (a block of 1,024 256-bit
+ * codes is 32 KB): memory traffic is paid once per batch instead of once per
+ * query. Query q's results go to out_index/out_distance + q * count, its count
+ * to out_count[q], each at or below its own threshold, which the caller
+ * refreshes from that query's heap between blocks. Returns the total emitted. */
+static size_t sqlitebin_hamming_below_many(sqlitebin_hamming_below_fn kernel, const uint8_t *codes, size_t count,
+                                           size_t code_bytes, const uint8_t *queries, size_t query_count,
+                                           const uint32_t *thresholds, uint32_t *out_index, uint32_t *out_distance,
+                                           size_t *out_count) {
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        out_count[q] = kernel(codes, count, code_bytes, queries + q * code_bytes, thresholds[q],
+                              out_index + q * count, out_distance + q * count);
+        total += out_count[q];
+    }
+    return total;
+}
+
+/* The same for the asymmetric nibble scan: query q's tables at tables + q * 64 * code_bytes. */
+static size_t sqlitebin_nibble_above_many(sqlitebin_nibble_above_fn kernel, const uint8_t *blocked, size_t first,
+                                          size_t count, size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                          const uint32_t *thresholds, uint32_t *out_index, size_t *out_count) {
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        out_count[q] = kernel(blocked, first, count, code_bytes, tables + q * 64 * code_bytes, thresholds[q],
+                              out_index + q * count);
+        total += out_count[q];
+    }
+    return total;
 }
 
 #if SQLITEBIN_HAVE_X86_KERNELS

@@ -98,6 +98,7 @@ cdef extern from "scan_kernels.h" nogil:
     int sqlitebin_cpu_has_avx512vbmi()
     int SQLITEBIN_NIBBLE_LEVELS
     void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
+    uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
 
 cdef extern from "scan_threads.h" nogil:
     ctypedef struct sqlitebin_work_queue:
@@ -575,6 +576,7 @@ cdef enum:
 ctypedef struct Hit:
     double key          # what is minimised: Hamming distance, or minus the asymmetric score
     int64_t id
+    uint32_t distance   # Hamming distance to the binarized query, taken from the code as it is scanned
 
 ctypedef struct KnnCursor:
     sqlite3_vtab_cursor base
@@ -587,7 +589,6 @@ ctypedef struct KnnCursor:
     int code_bytes
     double score_scale   # turns a Hamming distance or a +1/-1 dot product into a cosine-like score
     int64_t *code_ids    # ids of the results, in order
-    uint8_t *codes       # the codes of the results, to report Hamming distances in asymmetric mode
 
 
 cdef inline bint hit_worse(Hit a, Hit b) noexcept nogil:
@@ -630,10 +631,11 @@ ctypedef struct TopK:
     uint8_t *codes       # codes of the kept hits, parallel to heap slots (asymmetric mode only)
 
 
-cdef inline void topk_offer(TopK *top, double key, int64_t id) noexcept nogil:
+cdef inline void topk_offer(TopK *top, double key, int64_t id, uint32_t distance) noexcept nogil:
     cdef Hit hit
     hit.key = key
     hit.id = id
+    hit.distance = distance
     if top.size < top.k:
         top.heap[top.size] = hit
         top.size += 1
@@ -831,6 +833,7 @@ ctypedef struct ScanContext:
     int64_t changed_count
     TopK top
     # The kernels of this query, read once from the globals (a load elsewhere may replace them).
+    sqlitebin_hamming_fn hamming
     sqlitebin_hamming_below_fn hamming_below
     sqlitebin_nibble_above_fn nibble_above
     # Asymmetric fast scan: the true sum of a code is at most
@@ -876,7 +879,9 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     distance, or with a nibble bound that could reach it); the exact score and
     the id checks are for those few. `blocked_first` is the position of these
     codes in scan.blocked, or -1 when they are not in it."""
-    cdef int64_t start, i, n, m, e, id, position
+    cdef int64_t start, i, n, m, e, id, position = 0
+    cdef uint32_t distance
+    cdef const uint8_t *transposed
     cdef int code_bytes = scan.code_bytes
     cdef double key
     cdef uint32_t indices[SCAN_BLOCK]
@@ -903,9 +908,10 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
                 # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
                 i = start + indices[e]
                 position = blocked_first + i
-                key = scan.query_sum - 2.0 * <double>asymmetric_sum(
-                    scan.tables, scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
-                    + position % SQLITEBIN_NIBBLE_BLOCK, code_bytes, SQLITEBIN_NIBBLE_BLOCK)
+                transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                              + position % SQLITEBIN_NIBBLE_BLOCK)
+                key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
+                                                                    SQLITEBIN_NIBBLE_BLOCK)
             else:
                 i = start + e
                 key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
@@ -916,7 +922,15 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
                 continue
             if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
                 continue
-            topk_offer(top, key, id)
+            # The Hamming distance reported beside an asymmetric score, from the code at hand: only codes
+            # entering the heap pay for it, and no lookup of the results' codes is needed afterwards.
+            if hamming:
+                distance = distances[e]
+            elif nibble:
+                distance = <uint32_t>sqlitebin_hamming_strided(transposed, SQLITEBIN_NIBBLE_BLOCK, scan.query_code, code_bytes)
+            else:
+                distance = <uint32_t>scan.hamming(codes + i * code_bytes, scan.query_code, code_bytes)
+            topk_offer(top, key, id, distance)
         start += n
 
 
@@ -1017,7 +1031,8 @@ cdef int scan_chunks(ScanContext *scan, ChunkData *chunks) noexcept nogil:
     if started:
         pthread_join(thread, NULL)
         for i in range(there.scan.top.size):
-            topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id)
+            topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id,
+                       there.scan.top.heap[i].distance)
         sqlite3_free(there.scan.top.heap)
     scan[0] = here.scan
     return SQLITE_OK
@@ -1272,10 +1287,8 @@ cdef int knn_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **cursor) noexcept nog
 cdef void knn_reset(KnnCursor *c) noexcept nogil:
     sqlite3_free(c.hits)
     sqlite3_free(c.query_code)
-    sqlite3_free(c.codes)
     c.hits = NULL
     c.query_code = NULL
-    c.codes = NULL
     c.count = 0
     c.position = 0
 
@@ -1365,6 +1378,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     memset(&scan, 0, sizeof(ScanContext))
     memset(&allowed, 0, sizeof(IdFilter))
     # Read once: a load on another connection may change the globals between a check and a call.
+    scan.hamming = hamming_kernel
     scan.hamming_below = hamming_below_kernel
     scan.nibble_above = nibble_above_kernel
     db = knn_db(cursor)
@@ -1596,8 +1610,6 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
             heap_sift_down(scan.top.heap, n, 0)
         c.hits = scan.top.heap
         scan.top.heap = NULL
-        if c.mode == MODE_ASYMMETRIC:
-            rc = fetch_result_codes(db, cursor, c, collection)
 
     sqlite3_free(scan.top.heap)
     sqlite3_free(tables)
@@ -1607,34 +1619,6 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
     if have_allowed:
         filter_free(&allowed)
     return rc
-
-
-cdef int fetch_result_codes(sqlite3 *db, sqlite3_vtab_cursor *cursor, KnnCursor *c,
-                            const char *collection) noexcept nogil:
-    """Read the codes of the k results, to report their Hamming distance to the binarized query."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int64_t i
-    cdef int rc
-    cdef char *sql = sqlite3_mprintf('SELECT code FROM "%w_codes" WHERE id = ?1', collection)
-    if sql == NULL:
-        return SQLITE_NOMEM
-    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
-    sqlite3_free(sql)
-    if rc != SQLITE_OK:
-        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): cannot read codes of collection '%q': %s",
-                                                collection, sqlite3_errmsg(db)))
-    c.codes = <uint8_t*>sqlite3_malloc64(c.count * c.code_bytes + 1)
-    if c.codes == NULL:
-        sqlite3_finalize(stmt)
-        return SQLITE_NOMEM
-    memset(c.codes, 0, c.count * c.code_bytes + 1)
-    for i in range(c.count):
-        sqlite3_bind_int64(stmt, 1, c.hits[i].id)
-        if sqlite3_step(stmt) == SQLITE_ROW and sqlite3_column_bytes(stmt, 0) == c.code_bytes and c.code_bytes > 0:
-            memcpy(c.codes + i * c.code_bytes, sqlite3_column_blob(stmt, 0), c.code_bytes)
-        sqlite3_reset(stmt)
-    sqlite3_finalize(stmt)
-    return SQLITE_OK
 
 
 cdef int knn_next(sqlite3_vtab_cursor *cursor) noexcept nogil:
@@ -1650,15 +1634,10 @@ cdef int knn_eof(sqlite3_vtab_cursor *cursor) noexcept nogil:
 cdef int knn_column(sqlite3_vtab_cursor *cursor, sqlite3_context *ctx, int column) noexcept nogil:
     cdef KnnCursor *c = <KnnCursor*>cursor
     cdef Hit hit = c.hits[c.position]
-    cdef double distance
     if column == KNN_COLUMN_ID:
         sqlite3_result_int64(ctx, hit.id)
     elif column == KNN_COLUMN_DISTANCE:
-        if c.mode == MODE_HAMMING:
-            sqlite3_result_int64(ctx, <sqlite3_int64>hit.key)
-        else:
-            sqlite3_result_int64(ctx, <sqlite3_int64>hamming_kernel(
-                c.codes + c.position * c.code_bytes, c.query_code, c.code_bytes) if c.code_bytes > 0 else 0)
+        sqlite3_result_int64(ctx, <sqlite3_int64>hit.distance)
     elif column == KNN_COLUMN_SCORE:
         if c.mode == MODE_HAMMING:
             sqlite3_result_double(ctx, 1.0 - hit.key * c.score_scale)

@@ -51,6 +51,10 @@ def harness(tmp_path_factory):
     lib.harness_claim_all.argtypes = [i64]
     lib.harness_claim_all.restype = i64
     lib.harness_cpu_features.argtypes = [ctypes.c_char_p, size]
+    lib.harness_hamming_below_many.argtypes = [ctypes.c_int, P, size, size, P, size, P, P, P, P]
+    lib.harness_hamming_below_many.restype = ctypes.c_long
+    lib.harness_nibble_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
+    lib.harness_nibble_above_many.restype = ctypes.c_long
     return lib
 
 
@@ -199,6 +203,54 @@ def test_nibble_above(harness, name):
                 assert sorted(out[:m].tolist()) == expected, (code_bytes, first, length, threshold)
 
 
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_hamming_below_many_queries(harness, level):
+    """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone."""
+    supported(harness, level)
+    rng = np.random.default_rng(60 + level)
+    for code_bytes, count, query_count in ((32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3)):
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
+        if count:
+            queries[0] = codes[count // 2]
+        expected_all = [numpy_distances(codes, q) for q in queries]
+        thresholds = np.array([int(np.percentile(d, 5 * q)) if count else 0 for q, d in enumerate(expected_all)], U32)
+        thresholds[-1] = 0xFFFFFFFF
+        index = np.zeros(max(query_count * count, 1), U32)
+        distance = np.zeros(max(query_count * count, 1), U32)
+        counts = np.zeros(query_count, np.uintp)
+        total = harness.harness_hamming_below_many(level, codes.ctypes.data, count, code_bytes, queries.ctypes.data,
+                                                   query_count, thresholds.ctypes.data, index.ctypes.data,
+                                                   distance.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            m = int(counts[q])
+            got = sorted(zip(index[q * count:q * count + m].tolist(), distance[q * count:q * count + m].tolist()))
+            assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (code_bytes, q)
+
+
+@pytest.mark.parametrize("name", ["avx2", "avx512"])
+def test_nibble_above_many_queries(harness, name):
+    level = NIBBLE_LEVELS[name]
+    supported(harness, level)
+    rng = np.random.default_rng(70 + level)
+    code_bytes, count, query_count = 32, 1000, 6
+    codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+    blocked = numpy_blocked(codes)
+    made = [nibble_tables(rng, code_bytes) for _ in range(query_count)]
+    tables = np.concatenate([m[0].reshape(-1) for m in made])
+    sums = [numpy_nibble_sums(codes, high, low) for _, high, low in made]
+    first, length = 37, 900
+    thresholds = np.array([int(np.percentile(s[first:first + length], 50 + 9 * q)) for q, s in enumerate(sums)], U32)
+    index = np.zeros(query_count * length, U32)
+    counts = np.zeros(query_count, np.uintp)
+    harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes, tables.ctypes.data,
+                                      query_count, thresholds.ctypes.data, index.ctypes.data, counts.ctypes.data)
+    for q in range(query_count):
+        got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+        assert got == [i for i, v in enumerate(sums[q][first:first + length]) if v >= thresholds[q]]
+
+
 def test_idle_cpus_and_work_queue(harness):
     assert harness.harness_idle_cpus() <= (os.cpu_count() or 1) - 1
     for units in (0, 1, 5, 1000):
@@ -275,7 +327,8 @@ def oracle(ids, codes, dim, query, k, mode):
         return ids[order].tolist(), distance[order].tolist()
     score = np.where(bits, 1.0, -1.0) @ query.astype(np.float64)
     order = np.lexsort((ids, -score))[:k]
-    return ids[order].tolist(), (score[order] / np.sqrt(dim)).tolist()
+    distance = np.unpackbits(codes[order] ^ np.packbits(query > 0), axis=1).sum(axis=1)
+    return ids[order].tolist(), (score[order] / np.sqrt(dim)).tolist(), distance.tolist()
 
 
 def run_knn_everywhere(level):
@@ -297,8 +350,9 @@ def run_knn_everywhere(level):
                 for query in float_queries:
                     rows = db.conn.execute(f"SELECT id, distance, score FROM sqlitebin_knn('{name}', ?, ?, 'asymmetric')",
                                            (query.tobytes(), k)).fetchall()
-                    expected_ids, expected_scores = oracle(ids, codes, dim, query, k, "asymmetric")
+                    expected_ids, expected_scores, expected_distances = oracle(ids, codes, dim, query, k, "asymmetric")
                     assert [r[0] for r in rows] == expected_ids, (level, dim, k)
+                    assert [r[1] for r in rows] == expected_distances
                     np.testing.assert_allclose([r[2] for r in rows], expected_scores, rtol=1e-5, atol=1e-5)
                     results.append(rows)
     finally:
