@@ -29,10 +29,13 @@ static inline int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue) {
     return __atomic_fetch_add(&queue->next, 1, __ATOMIC_RELAXED);
 }
 
-/* CPUs this process may use that nothing is running on right now: the CPUs of
- * its affinity mask less the runnable tasks counted in /proc/loadavg (which
- * include the caller). Where that cannot be read (not Linux), the count of
- * online CPUs less one: the progress-based split still bounds the cost. */
+/* CPUs this process may use that are idle: the CPUs of its affinity mask less
+ * the busier of two readings of /proc/loadavg, the runnable tasks right now
+ * (which include the caller) and the one-minute load average rounded to the
+ * nearest task. The average keeps a process that is busy most of the time from
+ * being missed by an unlucky instant. Where /proc/loadavg cannot be read (not
+ * Linux), the count of online CPUs less one: the progress-based split still
+ * bounds the cost. */
 static long sqlitebin_idle_cpus(void) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 #if defined(__linux__)
@@ -49,7 +52,18 @@ static long sqlitebin_idle_cpus(void) {
         close(fd);
         if (n > 0) {
             text[n] = 0;
+            /* The one-minute average, in hundredths, without locale-dependent parsing. */
+            long average = 0;
             const char *p = text;
+            while (*p >= '0' && *p <= '9')
+                average = average * 10 + (*p++ - '0');
+            average *= 100;
+            if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
+                average += 10 * (p[1] - '0');
+                if (p[2] >= '0' && p[2] <= '9')
+                    average += p[2] - '0';
+            }
+            p = text;
             for (int field = 0; field < 3 && p; field++) {
                 p = strchr(p, ' ');
                 if (p) p++;
@@ -58,7 +72,10 @@ static long sqlitebin_idle_cpus(void) {
                 long running = 0;
                 while (*p >= '0' && *p <= '9')
                     running = running * 10 + (*p++ - '0');
-                return cpus - (running > 0 ? running : 1);
+                long busy = (average + 50) / 100;
+                if (running > busy)
+                    busy = running;
+                return cpus - (busy > 0 ? busy : 1);
             }
         }
     }

@@ -847,6 +847,9 @@ ctypedef struct ScanContext:
 
 cdef enum:
     SCAN_BLOCK = 1024  # codes per kernel call; the threshold is refreshed from the heap between calls
+    # The nibble bound is looser than an exact distance, so a stale threshold lets more codes through
+    # to exact scoring: the asymmetric scan refreshes it more often.
+    NIBBLE_SCAN_BLOCK = 256
 
 
 cdef inline uint32_t hamming_threshold(const TopK *top) noexcept nogil:
@@ -892,6 +895,8 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     start = 0
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
+        if nibble and n > NIBBLE_SCAN_BLOCK:
+            n = NIBBLE_SCAN_BLOCK
         if hamming:
             m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
                                             hamming_threshold(top), indices, distances)

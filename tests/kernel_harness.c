@@ -121,3 +121,7 @@ int64_t harness_claim_all(int64_t units) {
 void harness_cpu_features(char *out, size_t size) {
     sqlitebin_cpu_features(out, size);
 }
+
+long harness_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n) {
+    return (long)sqlitebin_hamming_strided(code, stride, query, n);
+}

@@ -51,6 +51,8 @@ def harness(tmp_path_factory):
     lib.harness_claim_all.argtypes = [i64]
     lib.harness_claim_all.restype = i64
     lib.harness_cpu_features.argtypes = [ctypes.c_char_p, size]
+    lib.harness_hamming_strided.argtypes = [P, size, P, size]
+    lib.harness_hamming_strided.restype = ctypes.c_long
     lib.harness_hamming_below_many.argtypes = [ctypes.c_int, P, size, size, P, size, P, P, P, P]
     lib.harness_hamming_below_many.restype = ctypes.c_long
     lib.harness_nibble_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
@@ -160,6 +162,19 @@ def test_transpose_matches_the_layout(harness):
             codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
             np.testing.assert_array_equal(transpose(harness, codes, offset=count % 7), numpy_blocked(codes),
                                           err_msg=f"{count} codes of {code_bytes} bytes")
+
+
+def test_hamming_of_a_code_in_the_layout(harness):
+    """The distance reported for an asymmetric result is read from the scan-ready layout, bytes 64 apart."""
+    rng = np.random.default_rng(35)
+    for code_bytes in (1, 7, 32, 130):
+        codes = rng.integers(0, 256, (130, code_bytes), dtype=np.uint8)
+        blocked = numpy_blocked(codes)
+        query = rng.integers(0, 256, code_bytes, dtype=np.uint8)
+        for i in (0, 63, 64, 129):
+            start = (i // BLOCK) * code_bytes * BLOCK + i % BLOCK
+            got = harness.harness_hamming_strided(blocked.ctypes.data + start, BLOCK, query.ctypes.data, code_bytes)
+            assert got == int(np.unpackbits(codes[i] ^ query).sum())
 
 
 def nibble_tables(rng, code_bytes, top=NIBBLE_TOP):
