@@ -36,6 +36,7 @@
 #define SQLITEBIN_NIBBLE_MAX_BYTES 512 /* longest code the 16-bit nibble sums can hold (2 * 512 * 63 < 2^16) */
 #define SQLITEBIN_NIBBLE_LEVELS 63     /* largest table entry: a pair of bytes' four entries fit in one byte */
 #define SQLITEBIN_NO_CANDIDATE 0x10000u /* a nibble threshold no 16-bit sum reaches */
+#define SQLITEBIN_PREFETCH_BYTES 2048  /* how far ahead the streaming kernels request codes */
 
 typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
                                              const uint8_t *query, uint32_t threshold,
@@ -67,6 +68,23 @@ static uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, co
     for (size_t j = 0; j < n; j++)
         total += sqlitebin_swar_popcount64((uint64_t)(code[j * stride] ^ query[j]));
     return total;
+}
+
+/* Ask for transparent huge pages on a large buffer the scan streams through (before it is first written):
+ * with 4 KB pages a scan of 128 MB takes 32,768 TLB misses. Only advice: ignored where unsupported. */
+#if defined(__linux__)
+#  include <sys/mman.h>
+#endif
+static void sqlitebin_advise_huge_pages(void *buffer, size_t size) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t start = ((uintptr_t)buffer + huge - 1) & ~(huge - 1), end = ((uintptr_t)buffer + size) & ~(huge - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)buffer;
+    (void)size;
+#endif
 }
 
 /* ---- the scan-ready layout ----------------------------------------------- */
@@ -170,6 +188,8 @@ static inline size_t sqlitebin_below_words_popcnt(const uint8_t *codes, size_t c
     for (size_t i = 0; i < count; i++) {
         const uint8_t *c = codes + i * 8 * words;
         uint32_t d = 0;
+        if (words >= 4)  /* at least half a line per code: request the codes 2 KB ahead (never faults) */
+            __builtin_prefetch(c + SQLITEBIN_PREFETCH_BYTES);
 #pragma GCC unroll 8
         for (size_t w = 0; w < words; w++)
             d += (uint32_t)__builtin_popcountll(sqlitebin_load64(c + 8 * w) ^ q[w]);
@@ -287,6 +307,12 @@ static size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count,
         const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)query));
         for (; i + 8 <= count; i += 8) {
             const uint8_t *c = codes + i * 32;
+            /* Codes stream from memory beyond the cache: ask for them 2 KB ahead, one request per line.
+             * A prefetch never faults, even past the end of the codes. */
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 128), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 192), _MM_HINT_T0);
             __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), q));
             __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 64), q));
             __m512i p2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 128), q));

@@ -99,6 +99,7 @@ cdef extern from "scan_kernels.h" nogil:
     int SQLITEBIN_NIBBLE_LEVELS
     void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
+    void sqlitebin_advise_huge_pages(void *buffer, size_t size)
 
 cdef extern from "scan_threads.h" nogil:
     ctypedef struct sqlitebin_work_queue:
@@ -1126,6 +1127,7 @@ cdef int chunk_data_load(sqlite3 *db, sqlite3_vtab_cursor *cursor, const char *c
     d.codes = <uint8_t*>sqlite3_malloc64(total * code_bytes + 1)
     if d.chunk_start == NULL or d.chunk_min == NULL or d.chunk_max == NULL or d.ids == NULL or d.codes == NULL:
         return SQLITE_NOMEM
+    sqlitebin_advise_huge_pages(d.codes, total * code_bytes)  # the scan streams through it
     sql = sqlite3_mprintf('SELECT count, min_id, max_id, ids, codes FROM "%w_chunks"', collection)
     if sql == NULL:
         return SQLITE_NOMEM
@@ -1587,6 +1589,7 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         if chunks.blocked == NULL:
             chunks.blocked = <uint8_t*>sqlite3_malloc64(blocks * SQLITEBIN_NIBBLE_BLOCK * code_bytes)
             if chunks.blocked != NULL:
+                sqlitebin_advise_huge_pages(chunks.blocked, blocks * SQLITEBIN_NIBBLE_BLOCK * code_bytes)
                 sqlitebin_transpose_blocks(chunks.codes, chunks.chunk_start[chunks.chunk_count], code_bytes, chunks.blocked)
         if chunks.blocked == NULL:
             rc = SQLITE_NOMEM
