@@ -101,6 +101,9 @@ cdef extern from "scan_kernels.h" nogil:
     uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
     void sqlitebin_advise_huge_pages(void *buffer, size_t size)
 
+cdef extern from *:
+    void __builtin_prefetch(const void *address) nogil
+
 cdef extern from "scan_threads.h" nogil:
     ctypedef struct sqlitebin_work_queue:
         int64_t next
@@ -906,6 +909,10 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
                                            scan.nibble_tables, nibble_threshold(scan), indices)
         else:
             m = n
+        if nibble:
+            # The ids of the few candidates are far apart in memory: request them all before scoring any.
+            for e in range(m):
+                __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
         for e in range(m):
             if hamming:
                 i = start + indices[e]
