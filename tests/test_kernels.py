@@ -415,3 +415,32 @@ def test_each_level_in_a_fresh_process(tmp_path):
         seen.append(out.stdout.strip())
     assert seen[0] == "portable"
     assert all(LEVELS.index(s) <= LEVELS.index(level) for s, level in zip(seen, LEVELS))
+
+
+def test_split_by_units_gives_the_same_results(monkeypatch):
+    """Enough codes for several work units (32,768 codes each), claimed by the calling thread and a worker
+    (SQLITEBIN_THREADS=2), by the calling thread alone (=1), or as the default policy decides: same rows."""
+    rng = np.random.default_rng(80)
+    dim, count = 64, 140_000
+    codes = rng.integers(0, 256, (count, dim // 8), dtype=np.uint8)
+    codes[count - 40:] = codes[7]  # ties spread over the first and last unit
+    floats = rng.standard_normal(dim).astype(np.float32)
+    db = sqlitebin.connect(":memory:")
+    try:
+        ids = build_collection(db, "split", codes, dim, 4093)
+        for threads in ("1", "2", None):
+            if threads is None:
+                monkeypatch.delenv("SQLITEBIN_THREADS", raising=False)
+            else:
+                monkeypatch.setenv("SQLITEBIN_THREADS", threads)
+            for k in (1, 50):
+                rows = db.conn.execute("SELECT id, distance FROM sqlitebin_knn('split', ?, ?)",
+                                       (codes[7].tobytes(), k)).fetchall()
+                expected_ids, expected_distances = oracle(ids, codes, dim, codes[7], k, "hamming")
+                assert rows == list(zip(expected_ids, expected_distances)), threads
+                rows = db.conn.execute("SELECT id, distance FROM sqlitebin_knn('split', ?, ?, 'asymmetric')",
+                                       (floats.tobytes(), k)).fetchall()
+                expected_ids, _, expected_distances = oracle(ids, codes, dim, floats, k, "asymmetric")
+                assert rows == list(zip(expected_ids, expected_distances)), threads
+    finally:
+        db.close()
