@@ -61,6 +61,7 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=None, help="timed queries per figure and round (default 15)")
     parser.add_argument("--rounds", type=int, default=None, help="times the whole measurement is repeated (default 3)")
     parser.add_argument("--no-busy", action="store_true", help="skip the threads measurement with busy cores")
+    parser.add_argument("--threads-only", action="store_true", help="measure only the thread policy (at the first size)")
     parser.add_argument("--quick", action="store_true", help="2,000 codes, one round, no busy loop: checks, not speed")
     args = parser.parse_args(argv)
     args.sizes = (2_000,) if args.quick else tuple(int(s) for s in args.sizes.split(",") if s.strip())
@@ -190,6 +191,11 @@ class Bench:
                 _check_asymmetric(f"sqlitebin {level} asymmetric", [r[0] for r in rows], scores, k)
         del scores, distances
 
+        if args.threads_only:
+            self.threads(conn, queries)
+            os.environ.pop("SQLITEBIN_THREADS", None)
+            database.close()
+            return
         figures = {}  # (k, engine) -> per-round medians
         for _ in range(args.rounds):
             for k in (10, 100):
@@ -262,16 +268,21 @@ class Bench:
                 loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(max(cores - 1, 1))]
                 time.sleep(0.5)
             try:
+                # The settings take turns query by query, so a burst of load elsewhere hits all three alike.
                 results = {"1": [], "2": [], "default": []}
                 for _ in range(self.args.rounds):
-                    for setting in ("1", "default", "2"):
-                        if setting == "default":
-                            os.environ.pop("SQLITEBIN_THREADS", None)
-                        else:
-                            os.environ["SQLITEBIN_THREADS"] = setting
-                        results[setting].append(median_ms(
-                            lambda q: conn.execute(HAMMING_SQL, {"query": q.tobytes(), "k": 10}).fetchall(), queries,
-                            clock=time.perf_counter))
+                    seconds = {setting: [] for setting in results}
+                    for query in queries:
+                        for setting in results:
+                            if setting == "default":
+                                os.environ.pop("SQLITEBIN_THREADS", None)
+                            else:
+                                os.environ["SQLITEBIN_THREADS"] = setting
+                            start = time.perf_counter()
+                            conn.execute(HAMMING_SQL, {"query": query.tobytes(), "k": 10}).fetchall()
+                            seconds[setting].append(time.perf_counter() - start)
+                    for setting in results:
+                        results[setting].append(statistics.median(seconds[setting][1:]) * 1000)
             finally:
                 for loop in loops:
                     loop.kill()

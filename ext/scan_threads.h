@@ -19,6 +19,7 @@
 #  include <fcntl.h>
 #  include <sched.h>
 #endif
+#include <time.h>
 
 typedef struct {
     int64_t next;   /* the next unit to claim; advanced atomically by both threads */
@@ -81,6 +82,27 @@ static long sqlitebin_idle_cpus(void) {
     }
 #endif
     return cpus - 1;
+}
+
+/* The same, read at most every 50 ms: the check costs about 20 us of system calls,
+ * too much to pay on every query. A process-wide cache written with relaxed
+ * atomics: a racing reader sees an old value or a new one, both valid answers.
+ * (Static storage is zeroed by the loader; nothing here needs an initialiser.) */
+#define SQLITEBIN_IDLE_CHECK_NS 50000000LL
+static long sqlitebin_idle_cpus_recent(void) {
+    static int64_t checked_at;  /* CLOCK_MONOTONIC ns of the last check, 0 before the first */
+    static long idle;
+    struct timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0)
+        return sqlitebin_idle_cpus();
+    int64_t ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+    int64_t last = __atomic_load_n(&checked_at, __ATOMIC_ACQUIRE);
+    if (last != 0 && ns - last < SQLITEBIN_IDLE_CHECK_NS)
+        return __atomic_load_n(&idle, __ATOMIC_RELAXED);
+    long fresh = sqlitebin_idle_cpus();
+    __atomic_store_n(&idle, fresh, __ATOMIC_RELAXED);
+    __atomic_store_n(&checked_at, ns, __ATOMIC_RELEASE);
+    return fresh;
 }
 
 #endif

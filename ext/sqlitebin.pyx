@@ -110,6 +110,7 @@ cdef extern from "scan_threads.h" nogil:
         int64_t units
     int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue)
     long sqlitebin_idle_cpus()
+    long sqlitebin_idle_cpus_recent()
 
 
 # ---------------------------------------------------------------------------
@@ -1016,7 +1017,7 @@ cdef bint use_two_threads(int64_t codes) noexcept nogil:
         return False
     if setting != NULL and strcmp(setting, "2") == 0:
         return codes > 0
-    return codes >= PARALLEL_MIN_CODES and sqlitebin_idle_cpus() >= 1
+    return codes >= PARALLEL_MIN_CODES and sqlitebin_idle_cpus_recent() >= 1
 
 
 cdef int scan_chunks(ScanContext *scan, ChunkData *chunks) noexcept nogil:

@@ -110,6 +110,10 @@ long harness_idle_cpus(void) {
     return sqlitebin_idle_cpus();
 }
 
+long harness_idle_cpus_recent(void) {
+    return sqlitebin_idle_cpus_recent();
+}
+
 int64_t harness_claim_all(int64_t units) {
     sqlitebin_work_queue queue = {0, units};
     int64_t claimed = 0;

@@ -48,6 +48,7 @@ def harness(tmp_path_factory):
     lib.harness_nibble_above.restype = ctypes.c_long
     lib.harness_transpose.argtypes = [P, size, size, P]
     lib.harness_idle_cpus.restype = ctypes.c_long
+    lib.harness_idle_cpus_recent.restype = ctypes.c_long
     lib.harness_claim_all.argtypes = [i64]
     lib.harness_claim_all.restype = i64
     lib.harness_cpu_features.argtypes = [ctypes.c_char_p, size]
@@ -268,6 +269,7 @@ def test_nibble_above_many_queries(harness, name):
 
 def test_idle_cpus_and_work_queue(harness):
     assert harness.harness_idle_cpus() <= (os.cpu_count() or 1) - 1
+    assert harness.harness_idle_cpus_recent() <= (os.cpu_count() or 1) - 1
     for units in (0, 1, 5, 1000):
         assert harness.harness_claim_all(units) == units
     features = ctypes.create_string_buffer(256)
