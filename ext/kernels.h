@@ -17,7 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
+/* SQLITEBIN_NO_X86 builds what a non-x86 CPU gets, on x86-64 too (the tests use it). */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SQLITEBIN_NO_X86)
 #  define SQLITEBIN_X86_64 1
 #  include <immintrin.h>
 #else
@@ -211,6 +212,13 @@ static void sqlitebin_cpu_features(char *out, size_t size) {
 
 #else
 #  define SQLITEBIN_HAVE_X86_KERNELS 0
+/* Not x86-64: the vector kernels' names stand for the portable ones, so code that
+ * names them builds everywhere; the CPU checks below never let them be chosen. */
+#  define sqlitebin_hamming_popcnt sqlitebin_hamming_portable
+#  define sqlitebin_hamming_avx2 sqlitebin_hamming_portable
+#  define sqlitebin_hamming_avx512 sqlitebin_hamming_portable
+#  define sqlitebin_popcount_popcnt sqlitebin_popcount_portable
+#  define sqlitebin_popcount_avx512 sqlitebin_popcount_portable
 static int sqlitebin_cpu_has_popcnt(void) { return 0; }
 static int sqlitebin_cpu_has_avx2(void) { return 0; }
 static int sqlitebin_cpu_has_avx512(void) { return 0; }

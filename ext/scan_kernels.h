@@ -89,7 +89,7 @@ static void sqlitebin_advise_huge_pages(void *buffer, size_t size) {
 
 /* ---- the scan-ready layout ----------------------------------------------- */
 
-#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SQLITEBIN_NO_X86)
 #  include <emmintrin.h>
 /* A 16x16 byte tile: row r of `out` is column r of `in`. Four rounds of
  * interleaving rows i and i + 8 rotate the 8-bit (row, column) index by one
@@ -168,6 +168,29 @@ static size_t sqlitebin_nibble_above_many(sqlitebin_nibble_above_fn kernel, cons
         total += out_count[q];
     }
     return total;
+}
+
+/* ---- asymmetric nibble scan, portable ------------------------------------ */
+
+/* The nibble sums and bound check one code at a time, for CPUs without the
+ * vector kernels below (the scan then uses it in their place on non-x86 builds;
+ * on x86-64 below AVX2 the exact byte-table path is faster and is used instead). */
+static size_t sqlitebin_nibble_above_portable(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                              const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    size_t m = 0;
+    if (threshold >= SQLITEBIN_NO_CANDIDATE)
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t code = first + i;
+        const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+        uint32_t sum = 0;
+        for (size_t j = 0; j < code_bytes; j++)
+            sum += (uint32_t)tables[64 * j + (c[j * B] >> 4)] + tables[64 * j + 32 + (c[j * B] & 15)];
+        out_index[m] = (uint32_t)i;
+        m += sum >= threshold;
+    }
+    return m;
 }
 
 #if SQLITEBIN_HAVE_X86_KERNELS
@@ -537,6 +560,14 @@ static int sqlitebin_cpu_has_avx512vbmi(void) {
     return __builtin_cpu_supports("avx512vbmi");
 }
 
+#else /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
+#  define sqlitebin_hamming_below_popcnt sqlitebin_hamming_below_portable
+#  define sqlitebin_hamming_below_avx2 sqlitebin_hamming_below_portable
+#  define sqlitebin_hamming_below_avx512 sqlitebin_hamming_below_portable
+#  define sqlitebin_nibble_above_avx2 sqlitebin_nibble_above_portable
+#  define sqlitebin_nibble_above_avx512 sqlitebin_nibble_above_portable
+#  define sqlitebin_nibble_above_avx512vbmi sqlitebin_nibble_above_portable
+static int sqlitebin_cpu_has_avx512vbmi(void) { return 0; }
 #endif /* SQLITEBIN_HAVE_X86_KERNELS */
 
 #endif

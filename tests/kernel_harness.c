@@ -4,7 +4,8 @@
  * its SQLite entry point), so the tests can hand each kernel edge cases the
  * SQL interface cannot reach (unaligned pointers, any threshold, any range of
  * the scan-ready layout) and compare with NumPy. Levels: 0 portable, 1 popcnt,
- * 2 avx2, 3 avx512. A level the CPU lacks is refused (-1), never run.
+ * 2 avx2, 3 avx512. A level the CPU lacks is refused (-1), never run. Built
+ * with -DSQLITEBIN_NO_X86 it holds only what a non-x86 build gets.
  */
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE
@@ -56,9 +57,11 @@ long harness_popcount(int level, const uint8_t *a, size_t n) {
     return (long)sqlitebin_popcount_portable(a, n);
 }
 
-/* Only AVX2 and AVX-512 have a nibble kernel; other levels return -1. */
+/* Nibble kernels: 0 the portable one, 2 AVX2, 3 AVX-512, 4 AVX-512 with VBMI; 1 has none (-1). */
 long harness_nibble_above(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                           const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    if (level == 0)
+        return (long)sqlitebin_nibble_above_portable(blocked, first, count, code_bytes, tables, threshold, out_index);
     if (level < 2 || !harness_supported(level))
         return -1;
 #if SQLITEBIN_HAVE_X86_KERNELS
@@ -128,4 +131,14 @@ void harness_cpu_features(char *out, size_t size) {
 
 long harness_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n) {
     return (long)sqlitebin_hamming_strided(code, stride, query, n);
+}
+
+/* Advising huge pages is only advice: the buffer must read back unchanged. */
+int harness_advise_huge_pages(uint8_t *buffer, size_t size) {
+    sqlitebin_advise_huge_pages(buffer, size);
+    return buffer[0];
+}
+
+int harness_has_x86_kernels(void) {
+    return SQLITEBIN_HAVE_X86_KERNELS;
 }

@@ -20,20 +20,19 @@ import sqlitebin
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXT = os.path.join(os.path.dirname(HERE), "ext")
 LEVELS = ["portable", "popcnt", "avx2", "avx512"]
-NIBBLE_LEVELS = {"avx2": 2, "avx512": 3, "avx512vbmi": 4}
+NIBBLE_LEVELS = {"portable": 0, "avx2": 2, "avx512": 3, "avx512vbmi": 4}
 NO_CANDIDATE = 0x10000
 NIBBLE_TOP = 63  # SQLITEBIN_NIBBLE_LEVELS: the largest nibble table entry
 BLOCK = 64  # codes per block of the scan-ready layout
 U32 = np.uint32
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
+def build_harness(directory, *defines):
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         pytest.skip("no C compiler to build the kernel harness")
-    library = str(tmp_path_factory.mktemp("harness") / "harness.so")
-    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-I", EXT, os.path.join(HERE, "kernel_harness.c"),
+    library = str(directory / "harness.so")
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", *defines, "-I", EXT, os.path.join(HERE, "kernel_harness.c"),
                     "-o", library], check=True)
     lib = ctypes.CDLL(library)
     P, size, u32, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_int64
@@ -58,7 +57,19 @@ def harness(tmp_path_factory):
     lib.harness_hamming_below_many.restype = ctypes.c_long
     lib.harness_nibble_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
     lib.harness_nibble_above_many.restype = ctypes.c_long
+    lib.harness_advise_huge_pages.argtypes = [P, size]
     return lib
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    return build_harness(tmp_path_factory.mktemp("harness"))
+
+
+@pytest.fixture(scope="module")
+def harness_not_x86(tmp_path_factory):
+    """What a non-x86 build gets (SQLITEBIN_NO_X86): portable kernels only, under the vector kernels' names."""
+    return build_harness(tmp_path_factory.mktemp("harness_not_x86"), "-DSQLITEBIN_NO_X86")
 
 
 def supported(harness, level):
@@ -265,6 +276,38 @@ def test_nibble_above_many_queries(harness, name):
     for q in range(query_count):
         got = sorted(index[q * length:q * length + int(counts[q])].tolist())
         assert got == [i for i, v in enumerate(sums[q][first:first + length]) if v >= thresholds[q]]
+
+
+def test_the_non_x86_build(harness_not_x86):
+    """Built as for a CPU without x86 kernels: no level above portable is offered, and the portable kernels
+    (Hamming, the scalar transpose, the nibble scan) match NumPy."""
+    lib = harness_not_x86
+    assert lib.harness_has_x86_kernels() == 0
+    assert [lib.harness_supported(level) for level in range(4)] == [1, 0, 0, 0]
+    rng = np.random.default_rng(90)
+    for code_bytes in (1, 16, 32, 33):
+        codes = rng.integers(0, 256, (130, code_bytes), dtype=np.uint8)
+        query = rng.integers(0, 256, code_bytes, dtype=np.uint8)
+        distances = numpy_distances(codes, query)
+        threshold = int(np.median(distances))
+        assert hamming_below(lib, 0, codes, query, threshold, 3) == [
+            (i, int(d)) for i, d in enumerate(distances) if d <= threshold]
+        blocked = transpose(lib, codes, offset=1)
+        np.testing.assert_array_equal(blocked, numpy_blocked(codes))
+        tables, high, low = nibble_tables(rng, code_bytes)
+        sums = numpy_nibble_sums(codes, high, low)
+        out = np.zeros(200, U32)
+        limit = int(np.median(sums))
+        m = lib.harness_nibble_above(0, blocked.ctypes.data, 10, 100, code_bytes, tables.ctypes.data, limit,
+                                     out.ctypes.data)
+        assert out[:m].tolist() == [i for i, v in enumerate(sums[10:110]) if v >= limit]
+
+
+def test_huge_page_advice_keeps_the_data(harness):
+    data = np.arange(8 << 20, dtype=np.uint64).view(np.uint8)
+    expected = data.copy()
+    harness.harness_advise_huge_pages(data.ctypes.data + 3, data.size - 3)
+    np.testing.assert_array_equal(data, expected)
 
 
 def test_idle_cpus_and_work_queue(harness):
