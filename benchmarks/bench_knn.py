@@ -268,12 +268,15 @@ class Bench:
                 loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(max(cores - 1, 1))]
                 time.sleep(0.5)
             try:
-                # The settings take turns query by query, so a burst of load elsewhere hits all three alike.
+                # The settings take turns query by query, so a burst of load elsewhere hits all three alike, and
+                # the order rotates, so none always follows the two-thread run (whose worker leaves codes in the
+                # other core's cache).
                 results = {"1": [], "2": [], "default": []}
+                settings = list(results)
                 for _ in range(self.args.rounds):
                     seconds = {setting: [] for setting in results}
-                    for query in queries:
-                        for setting in results:
+                    for i, query in enumerate(queries):
+                        for setting in settings[i % 3:] + settings[:i % 3]:
                             if setting == "default":
                                 os.environ.pop("SQLITEBIN_THREADS", None)
                             else:
