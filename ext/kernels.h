@@ -173,12 +173,14 @@ static int sqlitebin_cpu_has_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 }
 
-/* The AVX-512 kernels use F, BW (byte masks, 16-bit compares), VL and VPOPCNTDQ.
+/* The AVX-512 kernels use F, BW (byte masks, 16-bit compares), VL and VPOPCNTDQ,
+ * and BMI1/BMI2 (TZCNT, BZHI), which every CPU with those has but is checked too.
  * __builtin_cpu_supports also checks that the OS saves the ZMM and mask
  * registers (XCR0), so a kernel with AVX-512 disabled by the OS is never chosen. */
 static int sqlitebin_cpu_has_avx512(void) {
     __builtin_cpu_init();
-    return sqlitebin_cpu_has_avx2() && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("avx512f")
+    return sqlitebin_cpu_has_avx2() && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")
+        && __builtin_cpu_supports("avx512f")
         && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 }
