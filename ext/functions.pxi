@@ -241,15 +241,24 @@ cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noex
 
 cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     cdef const char *cpu = "other"
-    cdef const char *asymmetric = "nibble-avx2" if nibble_sums_kernel != NULL else "byte-table"
+    cdef char features[256]
+    cdef const char *asymmetric = "byte-table"
+    if nibble_above_kernel == sqlitebin_nibble_above_avx512vbmi:
+        asymmetric = "nibble-avx512vbmi"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx512:
+        asymmetric = "nibble-avx512"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx2:
+        asymmetric = "nibble-avx2"
+    sqlitebin_cpu_features(features, sizeof(features))
     if SQLITEBIN_HAVE_X86_KERNELS:
-        cpu = "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
-            "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline")
+        cpu = "x86-64 avx512" if sqlitebin_cpu_has_avx512() else (
+            "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
+                "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline"))
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\n"
-        "shared_code_caches=%d",
-        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, SQLITE_VERSION, sqlite3_libversion(),
-        SQLITEBIN_COMPILER, shared_cache_count())
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\ncpu_features=%s\nidle_cpus=%ld\n"
+        "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\nshared_code_caches=%d",
+        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, features, sqlitebin_idle_cpus(), SQLITE_VERSION,
+        sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count())
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return

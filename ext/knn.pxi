@@ -37,7 +37,6 @@ ctypedef struct KnnCursor:
     uint8_t *query_code  # the query binarized with the collection's thresholds
     int code_bytes
     double score_scale   # turns a Hamming distance or a +1/-1 dot product into a cosine-like score
-    uint8_t *codes       # the codes of the results, to report Hamming distances in asymmetric mode
 
 
 # ---------------------------------------------------------------------------
@@ -111,6 +110,7 @@ cdef int chunk_data_load(sqlite3 *db, sqlite3_vtab_cursor *cursor, const char *c
     d.codes = <uint8_t*>sqlite3_malloc64(total * code_bytes + 1)
     if d.chunk_start == NULL or d.chunk_min == NULL or d.chunk_max == NULL or d.ids == NULL or d.codes == NULL:
         return SQLITE_NOMEM
+    sqlitebin_advise_huge_pages(d.codes, total * code_bytes)  # the scan streams through it
     sql = sqlite3_mprintf('SELECT count, min_id, max_id, ids, codes FROM "%w_chunks"', collection)
     if sql == NULL:
         return SQLITE_NOMEM
@@ -275,10 +275,8 @@ cdef int knn_open(sqlite3_vtab *vtab, sqlite3_vtab_cursor **cursor) noexcept nog
 cdef void knn_reset(KnnCursor *c) noexcept nogil:
     sqlite3_free(c.hits)
     sqlite3_free(c.query_code)
-    sqlite3_free(c.codes)
     c.hits = NULL
     c.query_code = NULL
-    c.codes = NULL
     c.count = 0
     c.position = 0
 
@@ -510,11 +508,11 @@ cdef int knn_scan(sqlite3_vtab_cursor *cursor, const char *collection, ScanConte
     if rc == SQLITE_OK:
         rc = chunk_data_get(<KnnTable*>cursor.pVtab, cursor, collection, q.code_bytes, &chunks, &uncached)
     if rc == SQLITE_OK:
-        rc = scan_all(scan, chunks, q)
+        rc = scan_all(scan, chunks, True)
     if rc == SQLITE_OK and changes.pending_count > 0:
         scan.validity = NULL
         scan_codes(scan, <const uint8_t*>changes.pending_ids, changes.pending_codes, changes.pending_count,
-                   -1, False, NULL)
+                   -1, False)
     chunk_data_free(&uncached)
     knn_changes_free(&changes)
     return rc
@@ -559,41 +557,11 @@ cdef int knn_filter(sqlite3_vtab_cursor *cursor, int idx_num, const char *idx_st
         c.query_code = q.code
         scan.top.heap = NULL
         q.code = NULL
-        if c.mode == MODE_ASYMMETRIC:
-            rc = fetch_result_codes(knn_db(cursor), cursor, c, arguments.collection)
     sqlite3_free(scan.top.heap)
     sqlite3_free(thresholds)
     filter_free(&allowed)
     query_free(&q)
     return rc
-
-
-cdef int fetch_result_codes(sqlite3 *db, sqlite3_vtab_cursor *cursor, KnnCursor *c,
-                            const char *collection) noexcept nogil:
-    """Read the codes of the k results, to report their Hamming distance to the binarized query."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int64_t i
-    cdef int rc
-    cdef char *sql = sqlite3_mprintf('SELECT code FROM "%w_codes" WHERE id = ?1', collection)
-    if sql == NULL:
-        return SQLITE_NOMEM
-    rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL)
-    sqlite3_free(sql)
-    if rc != SQLITE_OK:
-        return knn_fail(cursor, sqlite3_mprintf("sqlitebin_knn(): cannot read codes of collection '%q': %s",
-                                                collection, sqlite3_errmsg(db)))
-    c.codes = <uint8_t*>sqlite3_malloc64(c.count * c.code_bytes + 1)
-    if c.codes == NULL:
-        sqlite3_finalize(stmt)
-        return SQLITE_NOMEM
-    memset(c.codes, 0, c.count * c.code_bytes + 1)
-    for i in range(c.count):
-        sqlite3_bind_int64(stmt, 1, c.hits[i].id)
-        if sqlite3_step(stmt) == SQLITE_ROW and sqlite3_column_bytes(stmt, 0) == c.code_bytes and c.code_bytes > 0:
-            memcpy(c.codes + i * c.code_bytes, sqlite3_column_blob(stmt, 0), c.code_bytes)
-        sqlite3_reset(stmt)
-    sqlite3_finalize(stmt)
-    return SQLITE_OK
 
 
 cdef int knn_next(sqlite3_vtab_cursor *cursor) noexcept nogil:
@@ -609,15 +577,10 @@ cdef int knn_eof(sqlite3_vtab_cursor *cursor) noexcept nogil:
 cdef int knn_column(sqlite3_vtab_cursor *cursor, sqlite3_context *ctx, int column) noexcept nogil:
     cdef KnnCursor *c = <KnnCursor*>cursor
     cdef Hit hit = c.hits[c.position]
-    cdef double distance
     if column == KNN_COLUMN_ID:
         sqlite3_result_int64(ctx, hit.id)
     elif column == KNN_COLUMN_DISTANCE:
-        if c.mode == MODE_HAMMING:
-            sqlite3_result_int64(ctx, <sqlite3_int64>hit.key)
-        else:
-            sqlite3_result_int64(ctx, <sqlite3_int64>hamming_kernel(
-                c.codes + c.position * c.code_bytes, c.query_code, c.code_bytes) if c.code_bytes > 0 else 0)
+        sqlite3_result_int64(ctx, <sqlite3_int64>hit.distance)
     elif column == KNN_COLUMN_SCORE:
         if c.mode == MODE_HAMMING:
             sqlite3_result_double(ctx, 1.0 - hit.key * c.score_scale)

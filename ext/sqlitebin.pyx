@@ -53,21 +53,8 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_create(pthread_t *thread, const void *attributes, void *(*start)(void *) noexcept nogil, void *argument)
     int pthread_join(pthread_t thread, void **result)
 
-cdef extern from "<unistd.h>" nogil:
-    long sysconf(int name)
-    int _SC_NPROCESSORS_ONLN
-
 cdef extern from "kernels.h" nogil:
-    ctypedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
-                                              const uint8_t *tables, uint16_t *out) noexcept nogil
-    void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes, const uint8_t *tables, uint16_t *out)
-    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
-    ctypedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
-                                                const uint8_t *query, uint32_t *out) noexcept nogil
-    void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
     ctypedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n) noexcept nogil
     int SQLITEBIN_HAVE_X86_KERNELS
     uint64_t sqlitebin_hamming_portable(const uint8_t *a, const uint8_t *b, size_t n)
@@ -75,8 +62,53 @@ cdef extern from "kernels.h" nogil:
     uint64_t sqlitebin_hamming_popcnt(const uint8_t *a, const uint8_t *b, size_t n)
     uint64_t sqlitebin_popcount_popcnt(const uint8_t *a, size_t n)
     uint64_t sqlitebin_hamming_avx2(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_hamming_avx512(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_popcount_avx512(const uint8_t *a, size_t n)
     int sqlitebin_cpu_has_popcnt()
     int sqlitebin_cpu_has_avx2()
+    int sqlitebin_cpu_has_avx512()
+    void sqlitebin_cpu_features(char *out, size_t size)
+
+cdef extern from "scan_kernels.h" nogil:
+    int SQLITEBIN_NIBBLE_BLOCK
+    int SQLITEBIN_NIBBLE_MAX_BYTES
+    uint32_t SQLITEBIN_NO_CANDIDATE
+    ctypedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *query, uint32_t threshold,
+                                                  uint32_t *out_index, uint32_t *out_distance) noexcept nogil
+    ctypedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                                 const uint8_t *tables, uint32_t threshold,
+                                                 uint32_t *out_index) noexcept nogil
+    size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                            uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                        uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                       const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                         const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                             const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    int sqlitebin_cpu_has_avx512vbmi()
+    int SQLITEBIN_NIBBLE_LEVELS
+    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
+    uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
+    void sqlitebin_advise_huge_pages(void *buffer, size_t size)
+
+cdef extern from *:
+    void __builtin_prefetch(const void *address) nogil
+
+cdef extern from "scan_threads.h" nogil:
+    ctypedef struct sqlitebin_work_queue:
+        int64_t next
+        int64_t units
+    int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue)
+    long sqlitebin_idle_cpus()
+    long sqlitebin_idle_cpus_recent()
 
 include "checks.pxi"
 include "quantize.pxi"
@@ -149,7 +181,11 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
                                        const sqlite3_api_routines *api) noexcept nogil:
     """Entry point called by SQLite's load_extension; registers everything on `db`."""
     sqlitebin_set_api(api)
-    select_kernels()
+    if select_kernels() != 0:
+        if error != NULL:
+            error[0] = sqlite3_mprintf("sqlitebin: SQLITEBIN_POPCOUNT must be portable, popcnt, avx2 or avx512, got '%s'",
+                                       getenv("SQLITEBIN_POPCOUNT"))
+        return SQLITE_ERROR
     cdef int rc = register_functions(db, error)
     if rc == SQLITE_OK:
         rc = register_knn(db, error)

@@ -227,7 +227,8 @@ cdef double vector_score(VectorTable *t, const uint8_t *floats, const uint8_t *s
 
 cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query *q, const ChunkData *d,
                             Candidate *hits, int64_t count, uint8_t *buffer) noexcept nogil:
-    """Fill score and distance of every candidate; stored vectors are read in location order."""
+    """Fill the score of every candidate (its distance came from the scan); stored vectors are
+    read in location order."""
     cdef VectorReader reader
     cdef int64_t i
     cdef int rc = SQLITE_OK
@@ -238,8 +239,7 @@ cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query 
     if read_vectors:
         qsort(hits, count, sizeof(Candidate), compare_location)
     for i in range(count):
-        code = d.codes + hits[i].location * t.code_bytes
-        hits[i].distance = <int64_t>hamming_kernel(code, q.code, t.code_bytes) if t.code_bytes > 0 else 0
+        code = d.codes + hits[i].location * t.code_bytes  # distance: from the scan (Hit.distance)
         if read_vectors and staging(t):
             rc = read_staged_vector(t, hits[i].rowid, buffer)
             hits[i].score = vector_score(t, r.floats, buffer, True)
@@ -274,7 +274,7 @@ cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter 
     scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scan.top.k)
     if scan.top.heap == NULL:
         return SQLITE_NOMEM
-    rc = scan_all(&scan, d, q)
+    rc = scan_all(&scan, d, False)  # the shared copy: its scan-ready layout was built at load
     top[0] = scan.top
     return rc
 
@@ -296,6 +296,7 @@ cdef int search_one(VectorTable *t, VectorCursor *c, SearchRequest *r, const IdF
         hits[i].rowid = top.heap[i].id
         hits[i].location = top.heap[i].location
         hits[i].key = top.heap[i].key
+        hits[i].distance = top.heap[i].distance
     if rc == SQLITE_OK:
         rc = rescore_candidates(t, r, &q, d, hits, top.size, c.buffer)
     if rc == SQLITE_OK:
