@@ -332,6 +332,66 @@ cdef inline uint32_t nibble_threshold(const ScanContext *scan) noexcept nogil:
     return <uint32_t>needed
 
 
+cdef inline bint scan_uses_nibbles(const ScanContext *scan, int64_t first_position) noexcept nogil:
+    return (scan.mode == MODE_ASYMMETRIC and first_position >= 0 and scan.nibble_above != NULL
+            and scan.blocked != NULL and scan.nibble_tables != NULL)
+
+
+cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t start,
+                        int64_t first_position, bint skip_changed, bint nibble, const uint32_t *indices,
+                        const uint32_t *distances, int64_t m) noexcept nogil:
+    """Offer the codes a kernel emitted from the block at `start` (indices relative to it; NULL:
+    the first m codes of the block, every one scored here) to the top-k: the exact score, then the
+    validity, id and filter checks for those that would enter the heap."""
+    cdef int64_t i, e, id, position = -1
+    cdef uint32_t distance
+    cdef const uint8_t *transposed = NULL
+    cdef int code_bytes = scan.code_bytes
+    cdef double key
+    cdef TopK *top = &scan.top
+    cdef bint hamming = scan.mode == MODE_HAMMING
+    if nibble:
+        # The ids of the few candidates are far apart in memory: request them all before scoring any.
+        for e in range(m):
+            __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
+    for e in range(m):
+        if hamming:
+            i = start + indices[e]
+            key = <double>distances[e]
+        elif nibble:
+            # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
+            i = start + indices[e]
+            position = first_position + i
+            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                          + position % SQLITEBIN_NIBBLE_BLOCK)
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
+                                                                SQLITEBIN_NIBBLE_BLOCK)
+        else:
+            i = start + e
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
+        if top.size == top.k and key > top.heap[0].key:
+            continue
+        # Only emitted codes that would enter the heap reach the slot and id checks.
+        position = first_position + i if first_position >= 0 else -1
+        if scan.validity != NULL and position >= 0 and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
+            continue
+        memcpy(&id, ids_blob + 8 * i, 8)
+        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+            continue
+        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+            continue
+        # The Hamming distance reported beside an asymmetric score, from the code at hand: only codes
+        # entering the heap pay for it, and no lookup of the results' codes is needed afterwards.
+        if hamming:
+            distance = distances[e]
+        elif nibble:
+            distance = <uint32_t>sqlitebin_hamming_strided(transposed, SQLITEBIN_NIBBLE_BLOCK, scan.query_code,
+                                                           code_bytes)
+        else:
+            distance = <uint32_t>scan.hamming(codes + i * code_bytes, scan.query_code, code_bytes)
+        topk_offer(top, key, id, position, distance)
+
+
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
                      int64_t first_position, bint skip_changed) noexcept nogil:
     """Offer `count` codes to the top-k. A kernel scores a block of codes and
@@ -341,68 +401,93 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     the position of these codes in the ChunkData (its validity bits, its
     scan-ready copy scan.blocked, and the rows' locations), or -1 for codes
     outside it (every one live, no scan-ready copy)."""
-    cdef int64_t start, i, n, m, e, id, position = -1
-    cdef uint32_t distance
-    cdef const uint8_t *transposed = NULL
+    cdef int64_t start = 0, n, m
     cdef int code_bytes = scan.code_bytes
-    cdef double key
     cdef uint32_t indices[SCAN_BLOCK]
     cdef uint32_t distances[SCAN_BLOCK]
-    cdef TopK *top = &scan.top
     cdef bint hamming = scan.mode == MODE_HAMMING
-    cdef bint nibble = (not hamming and first_position >= 0 and scan.nibble_above != NULL
-                        and scan.blocked != NULL and scan.nibble_tables != NULL)
-    start = 0
+    cdef bint nibble = scan_uses_nibbles(scan, first_position)
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if nibble and n > NIBBLE_SCAN_BLOCK:
             n = NIBBLE_SCAN_BLOCK
         if hamming:
             m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
-                                            hamming_threshold(top), indices, distances)
+                                            hamming_threshold(&scan.top), indices, distances)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices, distances, m)
         elif nibble:
             m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, code_bytes,
                                            scan.nibble_tables, nibble_threshold(scan), indices)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, True, indices, NULL, m)
         else:
-            m = n
-        if nibble:
-            # The ids of the few candidates are far apart in memory: request them all before scoring any.
-            for e in range(m):
-                __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
-        for e in range(m):
-            if hamming:
-                i = start + indices[e]
-                key = <double>distances[e]
-            elif nibble:
-                # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
-                i = start + indices[e]
-                position = first_position + i
-                transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
-                              + position % SQLITEBIN_NIBBLE_BLOCK)
-                key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
-                                                                    SQLITEBIN_NIBBLE_BLOCK)
-            else:
-                i = start + e
-                key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
-            if top.size == top.k and key > top.heap[0].key:
-                continue
-            # Only emitted codes that would enter the heap reach the slot and id checks.
-            position = first_position + i if first_position >= 0 else -1
-            if scan.validity != NULL and position >= 0 and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
-                continue
-            memcpy(&id, ids_blob + 8 * i, 8)
-            if scan.allowed != NULL and not filter_allows(scan.allowed, id):
-                continue
-            if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
-                continue
-            # The Hamming distance reported beside an asymmetric score, from the code at hand: only codes
-            # entering the heap pay for it, and no lookup of the results' codes is needed afterwards.
-            if hamming:
-                distance = distances[e]
-            elif nibble:
-                distance = <uint32_t>sqlitebin_hamming_strided(transposed, SQLITEBIN_NIBBLE_BLOCK, scan.query_code,
-                                                               code_bytes)
-            else:
-                distance = <uint32_t>scan.hamming(codes + i * code_bytes, scan.query_code, code_bytes)
-            topk_offer(top, key, id, position, distance)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+        start += n
+
+
+# A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
+# read from memory once and every query of the batch runs over it while it sits in L1/L2
+# (sqlitebin_hamming_below_many / sqlitebin_nibble_above_many), each at its own threshold, into its own heap.
+
+ctypedef struct BatchBuffers:
+    const uint8_t *query_codes    # query_count codes side by side
+    const uint8_t *nibble_tables  # query_count x 64 * code_bytes, or NULL
+    uint32_t *thresholds          # query_count
+    uint32_t *indices             # query_count x SCAN_BLOCK
+    uint32_t *distances           # query_count x SCAN_BLOCK
+    size_t *counts                # query_count
+
+
+cdef int batch_buffers_alloc(BatchBuffers *b, int64_t query_count) noexcept nogil:
+    """The per-thread outputs (the query codes and tables are shared and set by the caller)."""
+    b.thresholds = <uint32_t*>sqlite3_malloc64(4 * query_count + 8)
+    b.indices = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.distances = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.counts = <size_t*>sqlite3_malloc64(sizeof(size_t) * query_count + 8)
+    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.counts == NULL:
+        return SQLITE_NOMEM
+    return SQLITE_OK
+
+
+cdef void batch_buffers_free(BatchBuffers *b) noexcept nogil:
+    sqlite3_free(b.thresholds)
+    sqlite3_free(b.indices)
+    sqlite3_free(b.distances)
+    sqlite3_free(b.counts)
+    b.thresholds = NULL
+    b.indices = NULL
+    b.distances = NULL
+    b.counts = NULL
+
+
+cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers *b, const uint8_t *ids_blob,
+                          const uint8_t *codes, int64_t count, int64_t first_position, bint skip_changed) noexcept nogil:
+    """scan_codes for every query of a batch, block by block."""
+    cdef int64_t start = 0, n, q
+    cdef ScanContext *first = &scans[0]
+    cdef int code_bytes = first.code_bytes
+    cdef bint hamming = first.mode == MODE_HAMMING
+    cdef bint nibble = scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+    while start < count:
+        n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
+        if nibble and n > NIBBLE_SCAN_BLOCK:
+            n = NIBBLE_SCAN_BLOCK
+        if hamming:
+            for q in range(query_count):
+                b.thresholds[q] = hamming_threshold(&scans[q].top)
+            sqlitebin_hamming_below_many(first.hamming_below, codes + start * code_bytes, n, code_bytes,
+                                         b.query_codes, query_count, b.thresholds, b.indices, b.distances, b.counts)
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False,
+                              b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
+        elif nibble:
+            for q in range(query_count):
+                b.thresholds[q] = nibble_threshold(&scans[q])
+            sqlitebin_nibble_above_many(first.nibble_above, first.blocked, first_position + start, n, code_bytes,
+                                        b.nibble_tables, query_count, b.thresholds, b.indices, b.counts)
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, True,
+                              b.indices + q * n, NULL, <int64_t>b.counts[q])
+        else:
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
         start += n

@@ -15,19 +15,28 @@ cdef enum:
     SCAN_UNIT_CODES = 32768
 
 ctypedef struct ScanJob:
-    ScanContext scan
+    ScanContext *scans        # one per query, each with its own heap
+    int64_t query_count       # more than one: a batch, scanned together (scan_codes_many)
     const ChunkData *chunks
     sqlitebin_work_queue *queue
+    BatchBuffers buffers      # a batch's kernel outputs, one set per thread
 
 
-cdef void scan_chunk(ScanContext *scan, const ChunkData *chunks, int64_t j) noexcept nogil:
+cdef void scan_chunk(ScanJob *job, int64_t j) noexcept nogil:
+    cdef const ChunkData *chunks = job.chunks
+    cdef ScanContext *scan = &job.scans[0]  # the prefilter and change set are the same for every query
     cdef int64_t start = chunks.chunk_start[j]
+    cdef bint skip_changed
     if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
         return
-    scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * scan.code_bytes,
-               chunk_used(chunks, j), start,
-               scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
-                                               or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1]))
+    skip_changed = scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
+                                                   or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1])
+    if job.query_count == 1:
+        scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * scan.code_bytes,
+                   chunk_used(chunks, j), start, skip_changed)
+    else:
+        scan_codes_many(job.scans, job.query_count, &job.buffers, <const uint8_t*>(chunks.ids + start),
+                        chunks.codes + start * scan.code_bytes, chunk_used(chunks, j), start, skip_changed)
 
 
 cdef int64_t first_chunk_from(const ChunkData *chunks, int64_t position) noexcept nogil:
@@ -52,7 +61,7 @@ cdef void scan_units(ScanJob *job) noexcept nogil:
         j = first_chunk_from(job.chunks, unit * SCAN_UNIT_CODES)
         end = first_chunk_from(job.chunks, (unit + 1) * SCAN_UNIT_CODES)
         while j < end:
-            scan_chunk(&job.scan, job.chunks, j)
+            scan_chunk(job, j)
             j += 1
 
 
@@ -72,47 +81,90 @@ cdef bint use_two_threads(int64_t codes) noexcept nogil:
     return codes >= PARALLEL_MIN_CODES and sqlitebin_idle_cpus_recent() >= 1
 
 
-cdef int scan_chunks(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
-    """Scan every chunk into scan.top, on one thread or two."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], i
+cdef void scan_job_free(ScanJob *job) noexcept nogil:
+    """A worker's own contexts: their heaps, the array and the batch buffers."""
+    cdef int64_t q
+    if job.scans != NULL:
+        for q in range(job.query_count):
+            sqlite3_free(job.scans[q].top.heap)
+        sqlite3_free(job.scans)
+        job.scans = NULL
+    batch_buffers_free(&job.buffers)
+
+
+cdef int scan_chunks_many(ScanContext *scans, int64_t query_count, const ChunkData *chunks,
+                          const uint8_t *query_codes, const uint8_t *nibble_tables) noexcept nogil:
+    """Scan every chunk into each scans[q].top, on one thread or two. A batch (query_count > 1)
+    gives its query codes side by side, and its nibble tables side by side when they are used."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], i, q
     cdef sqlitebin_work_queue queue
     cdef ScanJob here, there
     cdef pthread_t thread
     cdef bint started = False
+    cdef int rc = SQLITE_OK
+    memset(&here, 0, sizeof(ScanJob))
+    memset(&there, 0, sizeof(ScanJob))
     queue.next = 0
     queue.units = (total + SCAN_UNIT_CODES - 1) // SCAN_UNIT_CODES + 1  # the last unit holds any empty chunks after the codes
-    here.scan = scan[0]
-    here.scan.validity = chunks.validity
+    for q in range(query_count):
+        scans[q].validity = chunks.validity
+    here.scans = scans
+    here.query_count = query_count
     here.chunks = chunks
     here.queue = &queue
+    here.buffers.query_codes = query_codes
+    here.buffers.nibble_tables = nibble_tables
+    if query_count > 1 and batch_buffers_alloc(&here.buffers, query_count) != SQLITE_OK:
+        batch_buffers_free(&here.buffers)
+        return SQLITE_NOMEM
     if use_two_threads(total):
         there = here
-        there.scan.top.size = 0
-        there.scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * there.scan.top.k)
-        if there.scan.top.heap == NULL:
-            return SQLITE_NOMEM
+        memset(&there.buffers, 0, sizeof(BatchBuffers))
+        there.buffers.query_codes = query_codes
+        there.buffers.nibble_tables = nibble_tables
+        there.scans = <ScanContext*>sqlite3_malloc64(sizeof(ScanContext) * query_count)
+        if there.scans != NULL:
+            memset(there.scans, 0, sizeof(ScanContext) * query_count)
+            for q in range(query_count):
+                there.scans[q] = scans[q]
+                there.scans[q].top.size = 0
+                there.scans[q].top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scans[q].top.k)
+                if there.scans[q].top.heap == NULL:
+                    rc = SQLITE_NOMEM
+                    break
+        if there.scans == NULL or (query_count > 1 and batch_buffers_alloc(&there.buffers, query_count) != SQLITE_OK):
+            rc = SQLITE_NOMEM
+        if rc != SQLITE_OK:
+            scan_job_free(&there)
+            batch_buffers_free(&here.buffers)
+            return rc
         started = pthread_create(&thread, NULL, scan_thread, &there) == 0
-        if not started:
-            sqlite3_free(there.scan.top.heap)
     scan_units(&here)
     if started:
         pthread_join(thread, NULL)
-        for i in range(there.scan.top.size):
-            topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id,
-                       there.scan.top.heap[i].location, there.scan.top.heap[i].distance)
-        sqlite3_free(there.scan.top.heap)
-    scan[0] = here.scan
+        for q in range(query_count):
+            for i in range(there.scans[q].top.size):
+                topk_offer(&scans[q].top, there.scans[q].top.heap[i].key, there.scans[q].top.heap[i].id,
+                           there.scans[q].top.heap[i].location, there.scans[q].top.heap[i].distance)
+    scan_job_free(&there)
+    batch_buffers_free(&here.buffers)
     return SQLITE_OK
 
 
-cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:
-    """Scan every chunk of `chunks` into scan.top. The asymmetric nibble scan reads the codes
-    in the scan-ready layout: the shared code cache builds it when it loads (cache.pxi);
-    otherwise it is built here on first need when `may_transpose` (a private ChunkData).
-    Without it the scan scores every code exactly: the same results, more slowly."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count]
+cdef int scan_chunks(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
+    """Scan every chunk into scan.top, on one thread or two."""
+    return scan_chunks_many(scan, 1, chunks, NULL, NULL)
+
+
+cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunks, bint may_transpose,
+                       const uint8_t *query_codes, const uint8_t *nibble_tables) noexcept nogil:
+    """Scan every chunk of `chunks` into each scans[q].top (see scan_chunks_many for a batch). The
+    asymmetric nibble scan reads the codes in the scan-ready layout: the shared code cache builds it
+    when it loads (cache.pxi); otherwise it is built here on first need when `may_transpose` (a
+    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
     cdef int64_t size
-    scan.blocked = NULL
+    cdef ScanContext *scan = &scans[0]
     if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
         if chunks.blocked == NULL and may_transpose:
             size = (total + SQLITEBIN_NIBBLE_BLOCK - 1) // SQLITEBIN_NIBBLE_BLOCK * SQLITEBIN_NIBBLE_BLOCK * scan.code_bytes
@@ -121,5 +173,10 @@ cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noex
                 return SQLITE_NOMEM
             sqlitebin_advise_huge_pages(chunks.blocked, size)
             sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
-        scan.blocked = chunks.blocked
-    return scan_chunks(scan, chunks)
+    for q in range(query_count):
+        scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
+    return scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+
+
+cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:
+    return scan_all_many(scan, 1, chunks, may_transpose, NULL, NULL)

@@ -8,6 +8,7 @@ CPU lacks is skipped, never run.
 """
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -610,7 +611,8 @@ def test_vtable_identical_at_every_level(restore_kernels):
 
 
 def test_vtable_split_by_units_gives_the_same_results(monkeypatch):
-    """The virtual table's scan split into work units on both threads, on one, or by the default policy."""
+    """The virtual table's scan split into work units on both threads, on one, or by the default policy,
+    for single queries and for a batch scanned together."""
     rng = np.random.default_rng(81)
     dim, count = 64, 70_000
     vectors = rng.standard_normal((count, dim)).astype(np.float32)
@@ -622,6 +624,7 @@ def test_vtable_split_by_units_gives_the_same_results(monkeypatch):
         conn.executemany("INSERT INTO idx(rowid, vector) VALUES (?, ?)",
                          ((i + 1, v.tobytes()) for i, v in enumerate(vectors)))
     ids = np.arange(1, count + 1)
+    batch = np.concatenate([vectors[[7, 100, count - 1]], rng.standard_normal((37, dim)).astype(np.float32)])
     try:
         for threads in ("1", "2", None):
             if threads is None:
@@ -634,5 +637,14 @@ def test_vtable_split_by_units_gives_the_same_results(monkeypatch):
                                         "AND rescore = 'none' AND candidates = ?",
                                         (vectors[7].tobytes(), k, candidates)).fetchall()
                     assert rows == vtable_oracle(ids, vectors, vectors[7], k, candidates)[0], (threads, candidates)
+                # A batch of 40 queries (more than one group of 32 scanned together), with a prefilter.
+                allowed = ids[(ids % 5 != 0) | (ids > count - 100)]
+                rows = conn.execute("SELECT query, rowid, distance FROM idx WHERE vector MATCH ? AND k = 5 "
+                                    "AND rescore = 'none' AND candidates = ? "
+                                    "AND rowid IN (SELECT value FROM json_each(?))",
+                                    (batch.tobytes(), candidates, json.dumps(allowed.tolist()))).fetchall()
+                expected = [(j, rowid, distance) for j, query in enumerate(batch)
+                            for rowid, distance in vtable_oracle(ids, vectors, query, 5, candidates, allowed)[0]]
+                assert rows == expected, (threads, candidates, "batch")
     finally:
         conn.close()
