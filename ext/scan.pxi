@@ -1,5 +1,6 @@
 # The scan: kernel dispatch (chosen at load time from the CPU), the per-query lookup tables,
-# and the hot loop offering codes to the top-k heap.
+# and the hot loop: the fused kernels (scan_kernels.h) emit only codes that can still enter the
+# top-k heap; those few are scored exactly, checked (live bit, prefilter, change set) and offered.
 
 # ---------------------------------------------------------------------------
 # Kernel selection, done once per load from what the CPU reports.

@@ -1,5 +1,5 @@
-# Scanning chunks, on one thread or two: the split, the worker threads and the merge of
-# their heaps.
+# Scanning chunks, on one thread or two, for one query or a batch scanned together: the work
+# units, the worker thread and the merge of the heaps.
 
 # ---------------------------------------------------------------------------
 # Two threads for large scans, only when they pay. The chunks are cut into
