@@ -21,12 +21,10 @@ import sys
 import tempfile
 import time
 
-os.environ["SQLITEBIN_THREADS"] = "1"  # before the extension loads: every figure here is one thread
+import apsw
+import numpy as np
 
-import apsw  # noqa: E402
-import numpy as np  # noqa: E402
-
-import sqlitebin  # noqa: E402
+import sqlitebin
 
 DIM = 256
 
@@ -100,6 +98,18 @@ def timed(function, repeat=3):
 
 
 def main(argv=None):
+    saved = os.environ.get("SQLITEBIN_THREADS")
+    os.environ["SQLITEBIN_THREADS"] = "1"  # read by every scan: each figure here is one thread
+    try:
+        return run(argv)
+    finally:
+        if saved is None:
+            os.environ.pop("SQLITEBIN_THREADS", None)
+        else:
+            os.environ["SQLITEBIN_THREADS"] = saved
+
+
+def run(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)

@@ -45,7 +45,7 @@ def describe_machine(conn):
     shown = [f for f in ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq") if f in flags]
     debug = dict(line.split("=", 1) for line in conn.execute("SELECT sqlitebin_debug()").fetchone()[0].splitlines())
     print(f"cpu: {model}; flags: {' '.join(shown) or 'none of popcnt/avx2/avx512'}; cores: {os.cpu_count()}; "
-          f"SQLITEBIN_THREADS={os.environ.get('SQLITEBIN_THREADS', 'unset (two threads from 262,144 codes)')}")
+          f"SQLITEBIN_THREADS={os.environ.get('SQLITEBIN_THREADS', 'unset (two threads from 262,144 codes while a CPU is idle)')}")
     print(f"sqlitebin {debug.get('version')}: popcount={debug.get('popcount')} "
           f"asymmetric_scan={debug.get('asymmetric_scan')} sqlite={debug.get('sqlite_runtime')}")
 

@@ -53,6 +53,10 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
             or (d.blocked != NULL and grow_array(<void**>&d.blocked, size * t.code_bytes * old,
                                                  size * t.code_bytes * capacity))):
         return SQLITE_NOMEM
+    # The scan streams through both: ask for huge pages (only advice; a no-op where unsupported).
+    sqlitebin_advise_huge_pages(d.codes, size * t.code_bytes * capacity)
+    if d.blocked != NULL:
+        sqlitebin_advise_huge_pages(d.blocked, size * t.code_bytes * capacity)
     d.code_bytes = t.code_bytes
     cache.capacity_chunks = capacity
     return SQLITE_OK
@@ -89,15 +93,21 @@ cdef void cache_set_extent(CodeCache *cache, VectorTable *t, int64_t chunks) noe
 
 
 cdef int codes_transpose(CodeCache *cache, VectorTable *t) noexcept nogil:
-    """The nibble scan's transposed copy, made before the copy is shared (the scan would
-    otherwise make it on first need, a write to shared memory)."""
+    """The nibble scan's scan-ready copy (blocks of SQLITEBIN_NIBBLE_BLOCK codes, scan_kernels.h),
+    made before the copy is shared: the scan never writes shared memory, and a search that finds
+    no scan-ready copy (the kernels chosen at load had no nibble scan) scores every code exactly.
+    Chunks hold a multiple of 64 slots, so every chunk starts a block and growing the copy
+    appends whole blocks."""
     cdef ChunkData *d = &cache.data
-    if nibble_sums_kernel == NULL or t.code_bytes == 0 or t.code_bytes > 128 or d.blocked != NULL:
+    cdef int64_t size = cache.capacity_chunks * t.chunk_size * t.code_bytes
+    if (nibble_above_kernel == NULL or t.code_bytes == 0 or t.code_bytes > SQLITEBIN_NIBBLE_MAX_BYTES
+            or d.blocked != NULL):
         return SQLITE_OK
-    d.blocked = <uint8_t*>sqlite3_malloc64(cache.capacity_chunks * t.chunk_size * t.code_bytes + 8)
+    d.blocked = <uint8_t*>sqlite3_malloc64(size + 8)
     if d.blocked == NULL:
         return SQLITE_NOMEM
-    memset(d.blocked, 0, cache.capacity_chunks * t.chunk_size * t.code_bytes + 8)
+    sqlitebin_advise_huge_pages(d.blocked, size)  # before its first write
+    memset(d.blocked, 0, size + 8)
     sqlitebin_transpose_blocks(d.codes, d.chunk_start[d.chunk_count], t.code_bytes, d.blocked)
     return SQLITE_OK
 
@@ -308,10 +318,10 @@ cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const
     if code != NULL:
         memcpy(d.codes + location * t.code_bytes, code, t.code_bytes)
         if d.blocked != NULL:
-            block = d.blocked + (location // 32) * 32 * t.code_bytes
-            lane = location % 32
+            block = d.blocked + (location // SQLITEBIN_NIBBLE_BLOCK) * SQLITEBIN_NIBBLE_BLOCK * t.code_bytes
+            lane = location % SQLITEBIN_NIBBLE_BLOCK
             for j in range(t.code_bytes):
-                block[j * 32 + lane] = code[j]
+                block[j * SQLITEBIN_NIBBLE_BLOCK + lane] = code[j]
     return SQLITE_OK
 
 

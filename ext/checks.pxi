@@ -122,24 +122,6 @@ cdef int read_ranges(sqlite3_context *ctx, const char *function, sqlite3_value *
     return 0
 
 
-cdef inline int64_t read_int64(const uint8_t *blob, int64_t i) noexcept nogil:
-    cdef int64_t value
-    memcpy(&value, blob + 8 * i, 8)
-    return value
-
-
-cdef int64_t first_unsorted_id(const uint8_t *blob, int64_t count) noexcept nogil:
-    """Index of the first id smaller than the one before it, or -1 when the ids ascend.
-    The filter's bitmap and binary search rely on the order sqlitebin_ids() gives."""
-    cdef int64_t i, previous, current
-    for i in range(1, count):
-        memcpy(&previous, blob + 8 * (i - 1), 8)
-        memcpy(&current, blob + 8 * i, 8)
-        if current < previous:
-            return i
-    return -1
-
-
 cdef int first_non_finite(const uint8_t *data, int count) noexcept nogil:
     """Index of the first NaN or infinity among `count` float32 values, or -1."""
     cdef int i

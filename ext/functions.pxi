@@ -1,5 +1,5 @@
 # The scalar SQL functions: hamming, bit_count, the quantizers, the rescoring dot products,
-# the sqlitebin_ids aggregate, sqlitebin_version and sqlitebin_debug.
+# sqlitebin_version and sqlitebin_debug.
 
 # ---------------------------------------------------------------------------
 # hamming(a, b) and bit_count(a)
@@ -172,67 +172,6 @@ cdef void dot_bits_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noe
 
 
 # ---------------------------------------------------------------------------
-# sqlitebin_ids(id): aggregate building the prefilter id set for sqlitebin_knn.
-# The set is a BLOB of sorted, unique little-endian int64 ids.
-
-ctypedef struct IdBuffer:
-    int64_t *ids
-    int64_t count
-    int64_t capacity
-
-
-cdef void ids_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
-    cdef IdBuffer *buffer
-    cdef int64_t *grown
-    cdef int value_type = sqlite3_value_type(argv[0])
-    if value_type == SQLITE_NULL:
-        return
-    if value_type != SQLITE_INTEGER:
-        result_error_owned(ctx, sqlite3_mprintf(
-            "sqlitebin_ids(): argument 1 (id) must be an INTEGER, got %s", type_name(value_type)))
-        return
-    buffer = <IdBuffer*>sqlite3_aggregate_context(ctx, sizeof(IdBuffer))
-    if buffer == NULL:
-        sqlite3_result_error_nomem(ctx)
-        return
-    if buffer.count == buffer.capacity:
-        grown = <int64_t*>sqlite3_realloc64(buffer.ids, (buffer.capacity * 2 + 256) * 8)
-        if grown == NULL:
-            sqlite3_result_error_nomem(ctx)
-            return
-        buffer.ids = grown
-        buffer.capacity = buffer.capacity * 2 + 256
-    buffer.ids[buffer.count] = sqlite3_value_int64(argv[0])
-    buffer.count += 1
-
-
-cdef int compare_int64(const void *a, const void *b) noexcept nogil:
-    cdef int64_t x = (<const int64_t*>a)[0]
-    cdef int64_t y = (<const int64_t*>b)[0]
-    return (x > y) - (x < y)
-
-
-cdef void ids_final(sqlite3_context *ctx) noexcept nogil:
-    cdef IdBuffer *buffer = <IdBuffer*>sqlite3_aggregate_context(ctx, 0)
-    cdef int64_t unique = 0, i
-    if buffer == NULL or buffer.count == 0:
-        sqlite3_result_zeroblob(ctx, 0)
-        if buffer != NULL:
-            sqlite3_free(buffer.ids)
-        return
-    qsort(buffer.ids, buffer.count, 8, compare_int64)
-    for i in range(buffer.count):
-        if unique == 0 or buffer.ids[i] != buffer.ids[unique - 1]:
-            buffer.ids[unique] = buffer.ids[i]
-            unique += 1
-    if unique * 8 > 2147483647:
-        sqlite3_free(buffer.ids)
-        sqlite3_result_error_toobig(ctx)
-        return
-    sqlite3_result_blob(ctx, buffer.ids, <int>(unique * 8), sqlite3_free)
-
-
-# ---------------------------------------------------------------------------
 # sqlitebin_version() and sqlitebin_debug()
 
 cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
@@ -241,15 +180,24 @@ cdef void version_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noex
 
 cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexcept nogil:
     cdef const char *cpu = "other"
-    cdef const char *asymmetric = "nibble-avx2" if nibble_sums_kernel != NULL else "byte-table"
+    cdef char features[256]
+    cdef const char *asymmetric = "byte-table"
+    if nibble_above_kernel == sqlitebin_nibble_above_avx512vbmi:
+        asymmetric = "nibble-avx512vbmi"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx512:
+        asymmetric = "nibble-avx512"
+    elif nibble_above_kernel == sqlitebin_nibble_above_avx2:
+        asymmetric = "nibble-avx2"
+    sqlitebin_cpu_features(features, sizeof(features))
     if SQLITEBIN_HAVE_X86_KERNELS:
-        cpu = "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
-            "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline")
+        cpu = "x86-64 avx512" if sqlitebin_cpu_has_avx512() else (
+            "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
+                "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline"))
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\nsqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\n"
-        "shared_code_caches=%d",
-        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, SQLITE_VERSION, sqlite3_libversion(),
-        SQLITEBIN_COMPILER, shared_cache_count())
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\ncpu_features=%s\nidle_cpus=%ld\n"
+        "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\nshared_code_caches=%d",
+        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, features, sqlitebin_idle_cpus(), SQLITE_VERSION,
+        sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count())
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return

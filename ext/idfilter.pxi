@@ -33,7 +33,7 @@ cdef inline bint filter_allows(const IdFilter *f, int64_t id) noexcept nogil:
 
 
 cdef int filter_build(IdFilter *f, const uint8_t *blob, int nbytes) noexcept nogil:
-    """Build the filter from ascending ids (checked by the caller with first_unsorted_id)."""
+    """Build the filter from ascending ids (sorted by the caller)."""
     cdef int64_t i, offset
     cdef uint64_t span
     f.count = nbytes // 8
@@ -70,3 +70,10 @@ cdef int filter_build(IdFilter *f, const uint8_t *blob, int nbytes) noexcept nog
 cdef void filter_free(IdFilter *f) noexcept nogil:
     sqlite3_free(f.bitmap)
     sqlite3_free(f.owned_ids)
+
+
+cdef int compare_int64(const void *a, const void *b) noexcept nogil:
+    """qsort order for the prefilter's rowids."""
+    cdef int64_t x = (<const int64_t*>a)[0]
+    cdef int64_t y = (<const int64_t*>b)[0]
+    return (x > y) - (x < y)

@@ -2,7 +2,8 @@
  * Compute kernels for sqlitebin (popcount, and the asymmetric scan's nibble
  * lookups), chosen once at load time from what the CPU reports (never from
  * compile-time flags), so the same binary runs on any x86-64 CPU and uses
- * POPCNT or AVX2 where they exist.
+ * POPCNT, AVX2 or AVX-512 (VPOPCNTDQ + BW) where they exist. The scan's fused
+ * kernels (distance and threshold in one pass) are in scan_kernels.h.
  *
  * These live in C rather than Cython because each kernel needs a per-function
  * `target` attribute, which Cython cannot express. Every load goes through
@@ -16,7 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
+/* SQLITEBIN_NO_X86 builds what a non-x86 CPU gets, on x86-64 too (the tests use it). */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SQLITEBIN_NO_X86)
 #  define SQLITEBIN_X86_64 1
 #  include <immintrin.h>
 #else
@@ -25,12 +27,6 @@
 
 typedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n);
 typedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n);
-/* Distances from `query` to `count` consecutive codes of `code_bytes` each, into `out`. */
-typedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
-                                           const uint8_t *query, uint32_t *out);
-/* Approximate asymmetric sums of blocks of 32 transposed codes (see sqlitebin_nibble_sums_avx2). */
-typedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
-                                         const uint8_t *tables, uint16_t *out);
 
 static inline uint64_t sqlitebin_load64(const uint8_t *p) {
     uint64_t w;
@@ -74,24 +70,6 @@ static uint64_t sqlitebin_popcount_portable(const uint8_t *a, size_t n) {
     return total;
 }
 
-/* Lay codes out for the nibble scan: block b of 32 codes holds, for each byte
- * position j, byte j of its 32 codes side by side. The last block is zero-padded. */
-static void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {
-    size_t blocks = (count + 31) / 32;
-    memset(out, 0, blocks * 32 * code_bytes);
-    for (size_t i = 0; i < count; i++) {
-        uint8_t *block = out + (i / 32) * 32 * code_bytes + (i % 32);
-        for (size_t j = 0; j < code_bytes; j++)
-            block[j * 32] = codes[i * code_bytes + j];
-    }
-}
-
-static void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes,
-                                             const uint8_t *query, uint32_t *out) {
-    for (size_t i = 0; i < count; i++)
-        out[i] = (uint32_t)sqlitebin_hamming_portable(codes + i * code_bytes, query, code_bytes);
-}
-
 #if SQLITEBIN_X86_64 && (defined(__GNUC__) || defined(__clang__))
 #  define SQLITEBIN_HAVE_X86_KERNELS 1
 
@@ -125,28 +103,6 @@ static uint64_t sqlitebin_popcount_popcnt(const uint8_t *a, size_t n) {
     return total;
 }
 
-/* The scan's inner loop: the query's words stay in registers and the common
- * 256-bit code is fully unrolled, which a call per code through a function
- * pointer cannot do. */
-__attribute__((target("popcnt")))
-static void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes,
-                                           const uint8_t *query, uint32_t *out) {
-    if (code_bytes == 32) {
-        const uint64_t q0 = sqlitebin_load64(query), q1 = sqlitebin_load64(query + 8),
-                       q2 = sqlitebin_load64(query + 16), q3 = sqlitebin_load64(query + 24);
-        for (size_t i = 0; i < count; i++) {
-            const uint8_t *c = codes + i * 32;
-            out[i] = (uint32_t)(__builtin_popcountll(sqlitebin_load64(c) ^ q0)
-                              + __builtin_popcountll(sqlitebin_load64(c + 8) ^ q1)
-                              + __builtin_popcountll(sqlitebin_load64(c + 16) ^ q2)
-                              + __builtin_popcountll(sqlitebin_load64(c + 24) ^ q3));
-        }
-        return;
-    }
-    for (size_t i = 0; i < count; i++)
-        out[i] = (uint32_t)sqlitebin_hamming_popcnt(codes + i * code_bytes, query, code_bytes);
-}
-
 /* ---- AVX2 -------------------------------------------------------------- */
 
 /* Nibble lookup with vpshufb, summed per 64-bit lane with vpsadbw (the method
@@ -175,49 +131,36 @@ static uint64_t sqlitebin_hamming_avx2(const uint8_t *a, const uint8_t *b, size_
     return total + sqlitebin_hamming_popcnt(a + i, b + i, n - i);
 }
 
-__attribute__((target("avx2,popcnt")))
-static void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes,
-                                         const uint8_t *query, uint32_t *out) {
-    if (code_bytes < 256) {
-        sqlitebin_hamming_block_popcnt(codes, count, code_bytes, query, out);
-        return;
+/* ---- AVX-512 (F, BW, VL, VPOPCNTDQ) ----------------------------------- */
+
+#define SQLITEBIN_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx2,popcnt,bmi,bmi2"
+
+/* 64 bytes a step with VPOPCNTQ; the tail through a byte-masked load, which
+ * never touches memory past the end. */
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static uint64_t sqlitebin_hamming_avx512(const uint8_t *a, const uint8_t *b, size_t n) {
+    __m512i acc = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(a + i),
+                                                                         _mm512_loadu_si512(b + i))));
+    if (i < n) {
+        __mmask64 tail = _bzhi_u64(~0ULL, (unsigned)(n - i));
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, a + i),
+                                                                         _mm512_maskz_loadu_epi8(tail, b + i))));
     }
-    for (size_t i = 0; i < count; i++)
-        out[i] = (uint32_t)sqlitebin_hamming_avx2(codes + i * code_bytes, query, code_bytes);
+    return (uint64_t)_mm512_reduce_add_epi64(acc);
 }
 
-/* Approximate asymmetric sums, 32 codes at a time: `tables` holds two 16-entry
- * uint8 tables per code byte (high nibble, then low nibble), each written twice
- * so one 32-byte load fills both AVX2 lanes; out[i] is the sum of code i's
- * 2 * code_bytes entries (at most 2 * 128 * 255, so code_bytes <= 128). */
-__attribute__((target("avx2")))
-static void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes,
-                                       const uint8_t *tables, uint16_t *out) {
-    const __m256i mask = _mm256_set1_epi8(0x0f);
-    const __m256i zero = _mm256_setzero_si256();
-    for (size_t b = 0; b < blocks; b++) {
-        const uint8_t *block = blocked + b * code_bytes * 32;
-        __m256i acc_low = zero, acc_high = zero;
-        for (size_t j = 0; j < code_bytes; j++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(block + j * 32));
-            __m256i high = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
-            __m256i low = _mm256_and_si256(x, mask);
-            __m256i a = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * j)), high);
-            __m256i c = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * j + 32)), low);
-            acc_low = _mm256_add_epi16(acc_low, _mm256_add_epi16(_mm256_unpacklo_epi8(a, zero), _mm256_unpacklo_epi8(c, zero)));
-            acc_high = _mm256_add_epi16(acc_high, _mm256_add_epi16(_mm256_unpackhi_epi8(a, zero), _mm256_unpackhi_epi8(c, zero)));
-        }
-        /* unpacklo takes bytes 0-7 of each 128-bit lane: acc_low holds codes 0-7 and
-         * 16-23, acc_high codes 8-15 and 24-31. */
-        uint16_t low_sums[16], high_sums[16];
-        _mm256_storeu_si256((__m256i *)low_sums, acc_low);
-        _mm256_storeu_si256((__m256i *)high_sums, acc_high);
-        uint16_t *o = out + b * 32;
-        memcpy(o, low_sums, 16);
-        memcpy(o + 8, high_sums, 16);
-        memcpy(o + 16, low_sums + 8, 16);
-        memcpy(o + 24, high_sums + 8, 16);
-    }
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static uint64_t sqlitebin_popcount_avx512(const uint8_t *a, size_t n) {
+    __m512i acc = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_loadu_si512(a + i)));
+    if (i < n)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_loadu_epi8(_bzhi_u64(~0ULL, (unsigned)(n - i)), a + i)));
+    return (uint64_t)_mm512_reduce_add_epi64(acc);
 }
 
 static int sqlitebin_cpu_has_popcnt(void) {
@@ -230,8 +173,61 @@ static int sqlitebin_cpu_has_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 }
 
+/* The AVX-512 kernels use F, BW (byte masks, 16-bit compares), VL and VPOPCNTDQ,
+ * and BMI1/BMI2 (TZCNT, BZHI), which every CPU with those has but is checked too.
+ * __builtin_cpu_supports also checks that the OS saves the ZMM and mask
+ * registers (XCR0), so a kernel with AVX-512 disabled by the OS is never chosen. */
+static int sqlitebin_cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return sqlitebin_cpu_has_avx2() && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")
+        && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+}
+
+/* What the CPU reports, for sqlitebin_debug(): the features the kernels care about. */
+static void sqlitebin_cpu_features(char *out, size_t size) {
+    static const char *const names[] = {"popcnt", "avx2", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq"};
+    size_t used = 0;
+    __builtin_cpu_init();
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int has = 0;
+        switch (i) {  /* __builtin_cpu_supports needs a string literal */
+        case 0: has = __builtin_cpu_supports("popcnt"); break;
+        case 1: has = __builtin_cpu_supports("avx2"); break;
+        case 2: has = __builtin_cpu_supports("bmi2"); break;
+        case 3: has = __builtin_cpu_supports("avx512f"); break;
+        case 4: has = __builtin_cpu_supports("avx512bw"); break;
+        case 5: has = __builtin_cpu_supports("avx512vl"); break;
+        case 6: has = __builtin_cpu_supports("avx512vpopcntdq"); break;
+        }
+        size_t len = strlen(names[i]);
+        if (has && used + len + 2 < size) {
+            if (used) out[used++] = ' ';
+            memcpy(out + used, names[i], len + 1);
+            used += len;
+        }
+    }
+    if (!used && size > 8) memcpy(out, "baseline", 9);
+}
+
 #else
 #  define SQLITEBIN_HAVE_X86_KERNELS 0
+/* Not x86-64: the vector kernels' names stand for the portable ones, so code that
+ * names them builds everywhere; the CPU checks below never let them be chosen. */
+#  define sqlitebin_hamming_popcnt sqlitebin_hamming_portable
+#  define sqlitebin_hamming_avx2 sqlitebin_hamming_portable
+#  define sqlitebin_hamming_avx512 sqlitebin_hamming_portable
+#  define sqlitebin_popcount_popcnt sqlitebin_popcount_portable
+#  define sqlitebin_popcount_avx512 sqlitebin_popcount_portable
+static int sqlitebin_cpu_has_popcnt(void) { return 0; }
+static int sqlitebin_cpu_has_avx2(void) { return 0; }
+static int sqlitebin_cpu_has_avx512(void) { return 0; }
+static void sqlitebin_cpu_features(char *out, size_t size) {
+    if (size > 14) memcpy(out, "not x86-64", 11);
+    else if (size) out[0] = 0;
+}
 #endif
 
 #endif

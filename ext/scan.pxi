@@ -1,49 +1,66 @@
 # The scan: kernel dispatch (chosen at load time from the CPU), the per-query lookup tables,
-# and the hot loop offering codes to the top-k heap.
+# and the hot loop: the fused kernels (scan_kernels.h) emit only codes that can still enter the
+# top-k heap; those few are scored exactly, checked (live bit, prefilter, change set) and offered.
 
 # ---------------------------------------------------------------------------
 # Kernel selection, done once per load from what the CPU reports.
 
 cdef sqlitebin_hamming_fn hamming_kernel
-cdef sqlitebin_hamming_block_fn hamming_block_kernel
-cdef sqlitebin_nibble_sums_fn nibble_sums_kernel  # NULL without AVX2: the asymmetric scan then scores every code exactly
 cdef sqlitebin_popcount_fn popcount_kernel
+cdef sqlitebin_hamming_below_fn hamming_below_kernel
+cdef sqlitebin_nibble_above_fn nibble_above_kernel  # NULL below AVX2: the asymmetric scan then scores every code exactly
 cdef const char *kernel_name
 
 
-cdef void select_kernels() noexcept nogil:
-    """Pick the fastest kernels the CPU supports. SQLITEBIN_POPCOUNT=portable or
-    popcnt caps the choice (used by the tests to check every kernel); it can
-    never select instructions the CPU lacks.
+cdef int select_kernels() noexcept nogil:
+    """Pick the fastest kernels the CPU supports: avx512 (VPOPCNTDQ + BW), avx2,
+    popcnt or portable. SQLITEBIN_POPCOUNT caps the choice at one of those levels
+    (the tests use it to check every kernel); it never selects instructions the
+    CPU lacks. Returns -1, choosing nothing, when the variable holds another value.
 
     Other threads may be running queries on other connections while this runs
     (every load calls it), so the choice is made in locals and each global is
     written once, with a usable kernel: never a transient NULL."""
-    global hamming_kernel, hamming_block_kernel, popcount_kernel, kernel_name, nibble_sums_kernel
+    global hamming_kernel, popcount_kernel, kernel_name, hamming_below_kernel, nibble_above_kernel
     cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
-    cdef sqlitebin_hamming_block_fn hamming_block = sqlitebin_hamming_block_portable
-    cdef sqlitebin_nibble_sums_fn nibble_sums = NULL
     cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
+    cdef sqlitebin_hamming_below_fn hamming_below = sqlitebin_hamming_below_portable
+    cdef sqlitebin_nibble_above_fn nibble_above = NULL
     cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
-    cdef bint allow_avx2 = cap == NULL or strcmp(cap, "avx2") == 0
-    cdef bint allow_popcnt = allow_avx2 or strcmp(cap, "popcnt") == 0
-    if SQLITEBIN_HAVE_X86_KERNELS and allow_avx2 and sqlitebin_cpu_has_avx2():
+    cdef int level = 3  # 0 portable, 1 popcnt, 2 avx2, 3 avx512
+    if cap != NULL and cap[0] != 0:
+        if strcmp(cap, "portable") == 0:
+            level = 0
+        elif strcmp(cap, "popcnt") == 0:
+            level = 1
+        elif strcmp(cap, "avx2") == 0:
+            level = 2
+        elif strcmp(cap, "avx512") != 0:
+            return -1
+    if SQLITEBIN_HAVE_X86_KERNELS and level >= 3 and sqlitebin_cpu_has_avx512():
+        hamming = sqlitebin_hamming_avx512
+        popcount = sqlitebin_popcount_avx512
+        hamming_below = sqlitebin_hamming_below_avx512
+        nibble_above = sqlitebin_nibble_above_avx512vbmi if sqlitebin_cpu_has_avx512vbmi() else sqlitebin_nibble_above_avx512
+        name = "avx512"
+    elif SQLITEBIN_HAVE_X86_KERNELS and level >= 2 and sqlitebin_cpu_has_avx2():
         hamming = sqlitebin_hamming_avx2
-        hamming_block = sqlitebin_hamming_block_avx2
-        nibble_sums = sqlitebin_nibble_sums_avx2
         popcount = sqlitebin_popcount_popcnt
+        hamming_below = sqlitebin_hamming_below_avx2
+        nibble_above = sqlitebin_nibble_above_avx2
         name = "avx2"
-    elif SQLITEBIN_HAVE_X86_KERNELS and allow_popcnt and sqlitebin_cpu_has_popcnt():
+    elif SQLITEBIN_HAVE_X86_KERNELS and level >= 1 and sqlitebin_cpu_has_popcnt():
         hamming = sqlitebin_hamming_popcnt
-        hamming_block = sqlitebin_hamming_block_popcnt
         popcount = sqlitebin_popcount_popcnt
+        hamming_below = sqlitebin_hamming_below_popcnt
         name = "popcnt"
     hamming_kernel = hamming
-    hamming_block_kernel = hamming_block
-    nibble_sums_kernel = nibble_sums
     popcount_kernel = popcount
+    hamming_below_kernel = hamming_below
+    nibble_above_kernel = nibble_above
     kernel_name = name
+    return 0
 
 
 cdef enum:
@@ -64,7 +81,7 @@ ctypedef struct ChunkData:
     int64_t *ids
     uint8_t *codes
     uint8_t *validity      # a bit per position, set = live; NULL: every position is live
-    uint8_t *blocked       # codes transposed in blocks of 32 for the nibble scan; made on first need
+    uint8_t *blocked       # the scan-ready copy of the codes (scan_kernels.h) for the nibble scan; made on first need
 
 
 cdef inline int64_t chunk_used(const ChunkData *d, int64_t j) noexcept nogil:
@@ -92,11 +109,14 @@ ctypedef struct Query:
     int code_bytes
     uint8_t *code            # the query binarized with the thresholds (or the code given)
     float *tables            # asymmetric: code_bytes tables of 256 sums
-    uint8_t *nibble_tables   # asymmetric fast scan; NULL without AVX2
+    uint8_t *nibble_tables   # asymmetric fast scan; NULL without a nibble kernel
     double query_sum
     double approx_scale
     double approx_high
-    sqlitebin_nibble_sums_fn nibble_sums  # read once: a load elsewhere may change the global
+    # The kernels of this query, read once from the globals (a load elsewhere may replace them).
+    sqlitebin_hamming_fn hamming
+    sqlitebin_hamming_below_fn hamming_below
+    sqlitebin_nibble_above_fn nibble_above
 
 
 cdef void query_free(Query *q) noexcept nogil:
@@ -118,7 +138,9 @@ cdef int query_prepare(Query *q, int mode, int dim, const uint8_t *floats, const
     q.mode = mode
     q.dim = dim
     q.code_bytes = (dim + 7) // 8
-    q.nibble_sums = nibble_sums_kernel
+    q.hamming = hamming_kernel
+    q.hamming_below = hamming_below_kernel
+    q.nibble_above = nibble_above_kernel
     q.code = <uint8_t*>sqlite3_malloc64(q.code_bytes + 1)
     if q.code == NULL:
         return SQLITE_NOMEM
@@ -142,7 +164,7 @@ cdef int query_prepare(Query *q, int mode, int dim, const uint8_t *floats, const
         return SQLITE_NOMEM
     memcpy(values, floats, 4 * dim)
     build_lookup_tables(values, dim, q.code_bytes, q.tables)
-    if q.nibble_sums != NULL and 0 < q.code_bytes <= 128:
+    if q.nibble_above != NULL and 0 < q.code_bytes <= SQLITEBIN_NIBBLE_MAX_BYTES:
         q.nibble_tables = <uint8_t*>sqlite3_malloc64(64 * q.code_bytes)
         if q.nibble_tables == NULL or build_nibble_tables(
                 values, dim, q.code_bytes, q.nibble_tables, &q.approx_scale, &q.approx_high) != SQLITE_OK:
@@ -160,6 +182,12 @@ cdef void scan_context_init(ScanContext *scan, const Query *q, const IdFilter *a
     scan.tables = q.tables
     scan.query_sum = q.query_sum
     scan.allowed = allowed
+    scan.hamming = q.hamming
+    scan.hamming_below = q.hamming_below
+    scan.nibble_above = q.nibble_above
+    scan.nibble_tables = q.nibble_tables
+    scan.approx_scale = q.approx_scale
+    scan.approx_high = q.approx_high
 
 
 cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float *tables) noexcept nogil:
@@ -177,11 +205,11 @@ cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float
 
 cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_t *tables,
                              double *scale, double *high) noexcept nogil:
-    """uint8 nibble tables for the fast scan (layout in kernels.h) and their error bound.
+    """uint8 nibble tables for the fast scan (layout in scan_kernels.h) and their error bound.
 
     Table entry (j, nibble n) is the sum of the query values of the 4 dimensions
     that nibble covers with bits set in n; each table is shifted by its minimum
-    and quantized with one step for all tables. The sum of the exact entries is
+    and quantized to 0..SQLITEBIN_NIBBLE_LEVELS with one step for all tables. The sum of the exact entries is
     then at most scale * (sum of quantized entries) + high, where `high` adds the
     minimums and the worst-case rounding (half a step per table)."""
     cdef int j, half, n, r, dimension, t
@@ -214,12 +242,12 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
                     continue
                 for n in range(16):
                     level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
-                    if level > 255:
-                        level = 255
+                    if level > SQLITEBIN_NIBBLE_LEVELS:
+                        level = SQLITEBIN_NIBBLE_LEVELS
                     tables[64 * j + 32 * half + n] = <uint8_t>level
                     tables[64 * j + 32 * half + 16 + n] = <uint8_t>level
         if pass_number == 0:
-            step = step / 255.0
+            step = step / SQLITEBIN_NIBBLE_LEVELS
             for t in range(2 * code_bytes):
                 offset += minimum[t]
     sqlite3_free(minimum)
@@ -229,18 +257,22 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
     return SQLITE_OK
 
 
-cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes) noexcept nogil:
-    """Sum of the query values at the code's set bits, four table lookups per step."""
+cdef inline float asymmetric_sum(const float *tables, const uint8_t *code, int code_bytes,
+                                 int stride) noexcept nogil:
+    """Sum of the query values at the code's set bits, four table lookups per step.
+    Byte j of the code is at code[j * stride]: 1 for a row-major code, the block
+    width for one in the scan-ready layout. The same additions in the same order
+    either way, so every scan path gives the same float."""
     cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0
     cdef int j = 0
     while j + 4 <= code_bytes:
-        s0 += tables[j * 256 + code[j]]
-        s1 += tables[(j + 1) * 256 + code[j + 1]]
-        s2 += tables[(j + 2) * 256 + code[j + 2]]
-        s3 += tables[(j + 3) * 256 + code[j + 3]]
+        s0 += tables[j * 256 + code[j * stride]]
+        s1 += tables[(j + 1) * 256 + code[(j + 1) * stride]]
+        s2 += tables[(j + 2) * 256 + code[(j + 2) * stride]]
+        s3 += tables[(j + 3) * 256 + code[(j + 3) * stride]]
         j += 4
     while j < code_bytes:
-        s0 += tables[j * 256 + code[j]]
+        s0 += tables[j * 256 + code[j * stride]]
         j += 1
     return (s0 + s1) + (s2 + s3)
 
@@ -258,49 +290,205 @@ ctypedef struct ScanContext:
     const int64_t *changed_ids
     int64_t changed_count
     TopK top
+    # The kernels of this query (Query.hamming...).
+    sqlitebin_hamming_fn hamming
+    sqlitebin_hamming_below_fn hamming_below
+    sqlitebin_nibble_above_fn nibble_above
     # Asymmetric fast scan: the true sum of a code is at most
-    # approx_scale * approx[i] + approx_high, so a code whose best case cannot
-    # enter the heap is skipped without computing its exact score.
+    # approx_scale * (its nibble sum) + approx_high, so a code whose best case
+    # cannot enter the heap is skipped without computing its exact score.
+    const uint8_t *nibble_tables
+    const uint8_t *blocked   # the chunk codes in the scan-ready layout (scan_kernels.h), or NULL
     double approx_scale
     double approx_high
 
 
 cdef enum:
-    SCAN_BLOCK = 1024  # codes scored per kernel call; their distances stay in L1
+    SCAN_BLOCK = 1024  # codes per kernel call; the threshold is refreshed from the heap between calls
+    # The nibble bound is looser than an exact distance, so a stale threshold lets more codes through
+    # to exact scoring: the asymmetric scan refreshes it more often.
+    NIBBLE_SCAN_BLOCK = 256
+
+
+cdef inline uint32_t hamming_threshold(const TopK *top) noexcept nogil:
+    """The largest distance that can still enter the heap (ties may, by id)."""
+    return 0xFFFFFFFF if top.size < top.k else <uint32_t>top.heap[0].key
+
+
+cdef inline uint32_t nibble_threshold(const ScanContext *scan) noexcept nogil:
+    """The smallest nibble sum whose best case can still enter the heap: a code
+    can only if query_sum - 2 * (approx_scale * sum + approx_high) <= the worst
+    key kept. Rounded down by one more step, so float rounding never drops one."""
+    cdef double needed
+    if scan.top.size < scan.top.k:
+        return 0
+    needed = (scan.query_sum - scan.top.heap[0].key) * 0.5 - scan.approx_high
+    if scan.approx_scale <= 0:
+        return 0 if needed <= 0 else SQLITEBIN_NO_CANDIDATE
+    needed = floor(needed / scan.approx_scale) - 1
+    if needed <= 0:
+        return 0
+    if needed >= 65536:
+        return SQLITEBIN_NO_CANDIDATE
+    return <uint32_t>needed
+
+
+cdef inline bint scan_uses_nibbles(const ScanContext *scan, int64_t first_position) noexcept nogil:
+    return (scan.mode == MODE_ASYMMETRIC and first_position >= 0 and scan.nibble_above != NULL
+            and scan.blocked != NULL and scan.nibble_tables != NULL)
+
+
+cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t start,
+                        int64_t first_position, bint skip_changed, bint nibble, const uint32_t *indices,
+                        const uint32_t *distances, int64_t m) noexcept nogil:
+    """Offer the codes a kernel emitted from the block at `start` (indices relative to it; NULL:
+    the first m codes of the block, every one scored here) to the top-k: the exact score, then the
+    validity, id and filter checks for those that would enter the heap."""
+    cdef int64_t i, e, id, position = -1
+    cdef uint32_t distance
+    cdef const uint8_t *transposed = NULL
+    cdef int code_bytes = scan.code_bytes
+    cdef double key
+    cdef TopK *top = &scan.top
+    cdef bint hamming = scan.mode == MODE_HAMMING
+    if nibble:
+        # The ids of the few candidates are far apart in memory: request them all before scoring any.
+        for e in range(m):
+            __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
+    for e in range(m):
+        if hamming:
+            i = start + indices[e]
+            key = <double>distances[e]
+        elif nibble:
+            # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
+            i = start + indices[e]
+            position = first_position + i
+            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                          + position % SQLITEBIN_NIBBLE_BLOCK)
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
+                                                                SQLITEBIN_NIBBLE_BLOCK)
+        else:
+            i = start + e
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
+        if top.size == top.k and key > top.heap[0].key:
+            continue
+        # Only emitted codes that would enter the heap reach the slot and id checks.
+        position = first_position + i if first_position >= 0 else -1
+        if scan.validity != NULL and position >= 0 and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
+            continue
+        memcpy(&id, ids_blob + 8 * i, 8)
+        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+            continue
+        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+            continue
+        # The Hamming distance reported beside an asymmetric score, from the code at hand: only codes
+        # entering the heap pay for it, and no lookup of the results' codes is needed afterwards.
+        if hamming:
+            distance = distances[e]
+        elif nibble:
+            distance = <uint32_t>sqlitebin_hamming_strided(transposed, SQLITEBIN_NIBBLE_BLOCK, scan.query_code,
+                                                           code_bytes)
+        else:
+            distance = <uint32_t>scan.hamming(codes + i * code_bytes, scan.query_code, code_bytes)
+        topk_offer(top, key, id, position, distance)
 
 
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
-                     int64_t first_position, bint skip_changed, const uint16_t *approx) noexcept nogil:
-    """Offer `count` codes (at positions first_position...) to the top-k. The score comes
-    first; the validity, id and filter checks only for codes that would enter the heap."""
-    cdef int64_t start, i, n, id, position
+                     int64_t first_position, bint skip_changed) noexcept nogil:
+    """Offer `count` codes to the top-k. A kernel scores a block of codes and
+    emits only those that can still enter the heap (at or below the k-th best
+    distance, or with a nibble bound that could reach it); the exact score and
+    the validity, id and filter checks are for those few. `first_position` is
+    the position of these codes in the ChunkData (its validity bits, its
+    scan-ready copy scan.blocked, and the rows' locations), or -1 for codes
+    outside it (every one live, no scan-ready copy)."""
+    cdef int64_t start = 0, n, m
     cdef int code_bytes = scan.code_bytes
-    cdef double key
+    cdef uint32_t indices[SCAN_BLOCK]
     cdef uint32_t distances[SCAN_BLOCK]
-    cdef TopK *top = &scan.top
-    start = 0
+    cdef bint hamming = scan.mode == MODE_HAMMING
+    cdef bint nibble = scan_uses_nibbles(scan, first_position)
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
-        if scan.mode == MODE_HAMMING:
-            hamming_block_kernel(codes + start * code_bytes, n, code_bytes, scan.query_code, distances)
-        for i in range(n):
-            if scan.mode == MODE_HAMMING:
-                key = <double>distances[i]
-            else:
-                if approx != NULL and top.size == top.k and scan.query_sum - 2.0 * (
-                        scan.approx_scale * approx[start + i] + scan.approx_high) > top.heap[0].key:
-                    continue
-                key = scan.query_sum - 2.0 * <double>asymmetric_sum(
-                    scan.tables, codes + (start + i) * code_bytes, code_bytes)
-            if top.size == top.k and key > top.heap[0].key:
-                continue
-            position = first_position + start + i
-            if scan.validity != NULL and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
-                continue
-            memcpy(&id, ids_blob + 8 * (start + i), 8)
-            if scan.allowed != NULL and not filter_allows(scan.allowed, id):
-                continue
-            if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
-                continue
-            topk_offer(top, key, id, position)
+        if nibble and n > NIBBLE_SCAN_BLOCK:
+            n = NIBBLE_SCAN_BLOCK
+        if hamming:
+            m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
+                                            hamming_threshold(&scan.top), indices, distances)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices, distances, m)
+        elif nibble:
+            m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, code_bytes,
+                                           scan.nibble_tables, nibble_threshold(scan), indices)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, True, indices, NULL, m)
+        else:
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+        start += n
+
+
+# A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
+# read from memory once and every query of the batch runs over it while it sits in L1/L2
+# (sqlitebin_hamming_below_many / sqlitebin_nibble_above_many), each at its own threshold, into its own heap.
+
+ctypedef struct BatchBuffers:
+    const uint8_t *query_codes    # query_count codes side by side
+    const uint8_t *nibble_tables  # query_count x 64 * code_bytes, or NULL
+    uint32_t *thresholds          # query_count
+    uint32_t *indices             # query_count x SCAN_BLOCK
+    uint32_t *distances           # query_count x SCAN_BLOCK
+    size_t *counts                # query_count
+
+
+cdef int batch_buffers_alloc(BatchBuffers *b, int64_t query_count) noexcept nogil:
+    """The per-thread outputs (the query codes and tables are shared and set by the caller)."""
+    b.thresholds = <uint32_t*>sqlite3_malloc64(4 * query_count + 8)
+    b.indices = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.distances = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.counts = <size_t*>sqlite3_malloc64(sizeof(size_t) * query_count + 8)
+    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.counts == NULL:
+        return SQLITE_NOMEM
+    return SQLITE_OK
+
+
+cdef void batch_buffers_free(BatchBuffers *b) noexcept nogil:
+    sqlite3_free(b.thresholds)
+    sqlite3_free(b.indices)
+    sqlite3_free(b.distances)
+    sqlite3_free(b.counts)
+    b.thresholds = NULL
+    b.indices = NULL
+    b.distances = NULL
+    b.counts = NULL
+
+
+cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers *b, const uint8_t *ids_blob,
+                          const uint8_t *codes, int64_t count, int64_t first_position, bint skip_changed) noexcept nogil:
+    """scan_codes for every query of a batch, block by block."""
+    cdef int64_t start = 0, n, q
+    cdef ScanContext *first = &scans[0]
+    cdef int code_bytes = first.code_bytes
+    cdef bint hamming = first.mode == MODE_HAMMING
+    cdef bint nibble = scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+    while start < count:
+        n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
+        if nibble and n > NIBBLE_SCAN_BLOCK:
+            n = NIBBLE_SCAN_BLOCK
+        if hamming:
+            for q in range(query_count):
+                b.thresholds[q] = hamming_threshold(&scans[q].top)
+            sqlitebin_hamming_below_many(first.hamming_below, codes + start * code_bytes, n, code_bytes,
+                                         b.query_codes, query_count, b.thresholds, b.indices, b.distances, b.counts)
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False,
+                              b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
+        elif nibble:
+            for q in range(query_count):
+                b.thresholds[q] = nibble_threshold(&scans[q])
+            sqlitebin_nibble_above_many(first.nibble_above, first.blocked, first_position + start, n, code_bytes,
+                                        b.nibble_tables, query_count, b.thresholds, b.indices, b.counts)
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, True,
+                              b.indices + q * n, NULL, <int64_t>b.counts[q])
+        else:
+            for q in range(query_count):
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
         start += n

@@ -2,9 +2,8 @@
 """The sqlitebin SQLite loadable extension.
 
 Registers the SQL functions of sqlitebin (`hamming`, `bit_count`, the
-quantizers, the rescoring dot products, version and debug), the
-`sqlitebin_knn` table-valued function and the `sqlitebin_cjk` FTS5 tokenizer
-(tokenizer.h). It is compiled from Cython but is not a
+quantizers, the rescoring dot products, version and debug), the `sqlitebin`
+virtual table (the index) and the `sqlitebin_cjk` FTS5 tokenizer (tokenizer.h). It is compiled from Cython but is not a
 Python module: the build exports only the entry point `sqlite3_sqlitebin_init`
 and drops everything unreachable from it, so no function here may touch a
 Python object. Module-level statements would run only in the (discarded)
@@ -69,21 +68,8 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_create(pthread_t *thread, const void *attributes, void *(*start)(void *) noexcept nogil, void *argument)
     int pthread_join(pthread_t thread, void **result)
 
-cdef extern from "<unistd.h>" nogil:
-    long sysconf(int name)
-    int _SC_NPROCESSORS_ONLN
-
 cdef extern from "kernels.h" nogil:
-    ctypedef void (*sqlitebin_nibble_sums_fn)(const uint8_t *blocked, size_t blocks, size_t code_bytes,
-                                              const uint8_t *tables, uint16_t *out) noexcept nogil
-    void sqlitebin_nibble_sums_avx2(const uint8_t *blocked, size_t blocks, size_t code_bytes, const uint8_t *tables, uint16_t *out)
-    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     ctypedef uint64_t (*sqlitebin_hamming_fn)(const uint8_t *a, const uint8_t *b, size_t n) noexcept nogil
-    ctypedef void (*sqlitebin_hamming_block_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
-                                                const uint8_t *query, uint32_t *out) noexcept nogil
-    void sqlitebin_hamming_block_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
-    void sqlitebin_hamming_block_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query, uint32_t *out)
     ctypedef uint64_t (*sqlitebin_popcount_fn)(const uint8_t *a, size_t n) noexcept nogil
     int SQLITEBIN_HAVE_X86_KERNELS
     uint64_t sqlitebin_hamming_portable(const uint8_t *a, const uint8_t *b, size_t n)
@@ -91,8 +77,60 @@ cdef extern from "kernels.h" nogil:
     uint64_t sqlitebin_hamming_popcnt(const uint8_t *a, const uint8_t *b, size_t n)
     uint64_t sqlitebin_popcount_popcnt(const uint8_t *a, size_t n)
     uint64_t sqlitebin_hamming_avx2(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_hamming_avx512(const uint8_t *a, const uint8_t *b, size_t n)
+    uint64_t sqlitebin_popcount_avx512(const uint8_t *a, size_t n)
     int sqlitebin_cpu_has_popcnt()
     int sqlitebin_cpu_has_avx2()
+    int sqlitebin_cpu_has_avx512()
+    void sqlitebin_cpu_features(char *out, size_t size)
+
+cdef extern from "scan_kernels.h" nogil:
+    int SQLITEBIN_NIBBLE_BLOCK
+    int SQLITEBIN_NIBBLE_MAX_BYTES
+    uint32_t SQLITEBIN_NO_CANDIDATE
+    ctypedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *query, uint32_t threshold,
+                                                  uint32_t *out_index, uint32_t *out_distance) noexcept nogil
+    ctypedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                                 const uint8_t *tables, uint32_t threshold,
+                                                 uint32_t *out_index) noexcept nogil
+    size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                            uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx2(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                        uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                                          uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
+    size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                       const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                         const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                             const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
+    int sqlitebin_cpu_has_avx512vbmi()
+    int SQLITEBIN_NIBBLE_LEVELS
+    void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
+    uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
+    void sqlitebin_advise_huge_pages(void *buffer, size_t size)
+    size_t sqlitebin_hamming_below_many(sqlitebin_hamming_below_fn kernel, const uint8_t *codes, size_t count,
+                                        size_t code_bytes, const uint8_t *queries, size_t query_count,
+                                        const uint32_t *thresholds, uint32_t *out_index, uint32_t *out_distance,
+                                        size_t *out_count)
+    size_t sqlitebin_nibble_above_many(sqlitebin_nibble_above_fn kernel, const uint8_t *blocked, size_t first,
+                                       size_t count, size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                       const uint32_t *thresholds, uint32_t *out_index, size_t *out_count)
+
+cdef extern from *:
+    void __builtin_prefetch(const void *address) nogil
+
+cdef extern from "scan_threads.h" nogil:
+    ctypedef struct sqlitebin_work_queue:
+        int64_t next
+        int64_t units
+    int64_t sqlitebin_work_claim(sqlitebin_work_queue *queue)
+    long sqlitebin_idle_cpus()
+    long sqlitebin_idle_cpus_recent()
 
 include "checks.pxi"
 include "quantize.pxi"
@@ -101,7 +139,6 @@ include "idfilter.pxi"
 include "scan.pxi"
 include "threads.pxi"
 include "functions.pxi"
-include "knn.pxi"
 include "storage.pxi"
 include "cache.pxi"
 include "vtable_options.pxi"
@@ -123,7 +160,7 @@ ctypedef struct FunctionEntry:
     sql_final final        # NULL for a scalar function
 
 cdef enum:
-    FUNCTION_COUNT = 11
+    FUNCTION_COUNT = 10
 
 
 cdef void fill_function_table(FunctionEntry *table) noexcept nogil:
@@ -139,7 +176,6 @@ cdef void fill_function_table(FunctionEntry *table) noexcept nogil:
     table[7] = FunctionEntry("dot_bits", 2, dot_bits_sql, NULL)
     table[8] = FunctionEntry("sqlitebin_version", 0, version_sql, NULL)
     table[9] = FunctionEntry("sqlitebin_debug", 0, debug_sql, NULL)
-    table[10] = FunctionEntry("sqlitebin_ids", 1, ids_step, ids_final)
 
 
 cdef int register_functions(sqlite3 *db, char **error) noexcept nogil:
@@ -166,12 +202,14 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
     """Entry point called by SQLite's load_extension; registers everything on `db`."""
     if sqlitebin_claim_api(api, error) != SQLITE_OK:
         return SQLITE_ERROR
-    select_kernels()
+    if select_kernels() != 0:
+        if error != NULL:
+            error[0] = sqlite3_mprintf("sqlitebin: SQLITEBIN_POPCOUNT must be portable, popcnt, avx2 or avx512, got '%s'",
+                                       getenv("SQLITEBIN_POPCOUNT"))
+        return SQLITE_ERROR
     cdef int rc = register_functions(db, error)
     if rc == SQLITE_OK:
         rc = sqlitebin_register_tokenizer(db, error)
-    if rc == SQLITE_OK:
-        rc = register_knn(db, error)
     if rc == SQLITE_OK:
         rc = register_vector_module(db, error)
     return rc

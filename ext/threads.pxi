@@ -1,149 +1,182 @@
-# Scanning chunks, on one thread or two: the split, the worker threads and the merge of
-# their heaps.
+# Scanning chunks, on one thread or two, for one query or a batch scanned together: the work
+# units, the worker thread and the merge of the heaps.
 
 # ---------------------------------------------------------------------------
-# Two threads for large scans. A collection of at least PARALLEL_MIN_CODES
-# codes is split in two halves of chunks, each scanned by its own thread into
-# its own heap; the heaps are merged after. Ties are broken by id, so the result
-# does not depend on the split. The worker thread calls no SQLite routine.
+# Two threads for large scans, only when they pay. The chunks are cut into
+# units of SCAN_UNIT_CODES codes; the calling thread and one worker each claim
+# the next unclaimed unit (scan_threads.h) and scan it into their own heap,
+# merged at the end. Ties are broken by id, so the result does not depend on
+# who scanned what. A worker that starts late or shares a busy core claims
+# fewer units, and none is started unless a CPU is idle, so the split never
+# costs much more than one thread. The worker calls no SQLite routine.
 
 cdef enum:
     PARALLEL_MIN_CODES = 262144
+    SCAN_UNIT_CODES = 32768
 
 ctypedef struct ScanJob:
-    ScanContext scan
+    ScanContext *scans        # one per query, each with its own heap
+    int64_t query_count       # more than one: a batch, scanned together (scan_codes_many)
     const ChunkData *chunks
-    int64_t first_chunk
-    int64_t end_chunk
-    const uint16_t *approx
-    # The nibble sums this job computes before the scan (asymmetric fast scan).
-    sqlitebin_nibble_sums_fn nibble_sums
-    const uint8_t *nibble_tables
-    int64_t first_block
-    int64_t end_block
-    uint16_t *approx_out
+    sqlitebin_work_queue *queue
+    BatchBuffers buffers      # a batch's kernel outputs, one set per thread
 
 
-cdef void scan_chunk_range(ScanJob *job) noexcept nogil:
+cdef void scan_chunk(ScanJob *job, int64_t j) noexcept nogil:
     cdef const ChunkData *chunks = job.chunks
-    cdef ScanContext *scan = &job.scan
-    cdef int64_t j, start
-    cdef int code_bytes = scan.code_bytes
-    for j in range(job.first_chunk, job.end_chunk):
-        if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
-            continue
-        start = chunks.chunk_start[j]
-        scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * code_bytes,
-                   chunk_used(chunks, j), start,
-                   scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
-                                                   or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1]),
-                   job.approx + start if job.approx != NULL else NULL)
+    cdef ScanContext *scan = &job.scans[0]  # the prefilter and change set are the same for every query
+    cdef int64_t start = chunks.chunk_start[j]
+    cdef bint skip_changed
+    if scan.allowed != NULL and (chunks.chunk_max[j] < scan.allowed.low or chunks.chunk_min[j] > scan.allowed.high):
+        return
+    skip_changed = scan.changed_count > 0 and not (chunks.chunk_max[j] < scan.changed_ids[0]
+                                                   or chunks.chunk_min[j] > scan.changed_ids[scan.changed_count - 1])
+    if job.query_count == 1:
+        scan_codes(scan, <const uint8_t*>(chunks.ids + start), chunks.codes + start * scan.code_bytes,
+                   chunk_used(chunks, j), start, skip_changed)
+    else:
+        scan_codes_many(job.scans, job.query_count, &job.buffers, <const uint8_t*>(chunks.ids + start),
+                        chunks.codes + start * scan.code_bytes, chunk_used(chunks, j), start, skip_changed)
 
 
-cdef void nibble_sum_range(ScanJob *job) noexcept nogil:
-    cdef int64_t code_bytes = job.scan.code_bytes
-    if job.end_block > job.first_block:
-        job.nibble_sums(job.chunks.blocked + job.first_block * 32 * code_bytes, job.end_block - job.first_block,
-                        code_bytes, job.nibble_tables, job.approx_out + job.first_block * 32)
+cdef int64_t first_chunk_from(const ChunkData *chunks, int64_t position) noexcept nogil:
+    """The first chunk starting at or after code `position`."""
+    cdef int64_t lo = 0, hi = chunks.chunk_count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if chunks.chunk_start[mid] < position:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
-cdef void *nibble_sum_thread(void *argument) noexcept nogil:
-    nibble_sum_range(<ScanJob*>argument)
-    return NULL
+cdef void scan_units(ScanJob *job) noexcept nogil:
+    """Claim units until none is left; unit u is the chunks starting in its span of codes."""
+    cdef int64_t unit, j, end
+    while True:
+        unit = sqlitebin_work_claim(job.queue)
+        if unit >= job.queue.units:
+            return
+        j = first_chunk_from(job.chunks, unit * SCAN_UNIT_CODES)
+        end = first_chunk_from(job.chunks, (unit + 1) * SCAN_UNIT_CODES)
+        while j < end:
+            scan_chunk(job, j)
+            j += 1
 
 
 cdef void *scan_thread(void *argument) noexcept nogil:
-    scan_chunk_range(<ScanJob*>argument)
+    scan_units(<ScanJob*>argument)
     return NULL
 
 
 cdef bint use_two_threads(int64_t codes) noexcept nogil:
-    """Unset SQLITEBIN_THREADS: two threads for large collections on a multi-core machine;
+    """Unset SQLITEBIN_THREADS: two threads for large scans while a CPU is idle;
     "1": never; "2": always (the tests use it to check the split on small data)."""
     cdef const char *setting = getenv("SQLITEBIN_THREADS")
     if setting != NULL and strcmp(setting, "1") == 0:
         return False
     if setting != NULL and strcmp(setting, "2") == 0:
         return codes > 0
-    return codes >= PARALLEL_MIN_CODES and sysconf(_SC_NPROCESSORS_ONLN) >= 2
+    return codes >= PARALLEL_MIN_CODES and sqlitebin_idle_cpus_recent() >= 1
 
 
-cdef void run_in_two(void *(*work)(void *) noexcept nogil, ScanJob *here, ScanJob *there) noexcept nogil:
-    """Run `work` on `there` in a new thread and on `here` in this one; without a thread, both here."""
+cdef void scan_job_free(ScanJob *job) noexcept nogil:
+    """A worker's own contexts: their heaps, the array and the batch buffers."""
+    cdef int64_t q
+    if job.scans != NULL:
+        for q in range(job.query_count):
+            sqlite3_free(job.scans[q].top.heap)
+        sqlite3_free(job.scans)
+        job.scans = NULL
+    batch_buffers_free(&job.buffers)
+
+
+cdef int scan_chunks_many(ScanContext *scans, int64_t query_count, const ChunkData *chunks,
+                          const uint8_t *query_codes, const uint8_t *nibble_tables) noexcept nogil:
+    """Scan every chunk into each scans[q].top, on one thread or two. A batch (query_count > 1)
+    gives its query codes side by side, and its nibble tables side by side when they are used."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], i, q
+    cdef sqlitebin_work_queue queue
+    cdef ScanJob here, there
     cdef pthread_t thread
-    cdef bint started = pthread_create(&thread, NULL, work, there) == 0
-    work(here)
+    cdef bint started = False
+    cdef int rc = SQLITE_OK
+    memset(&here, 0, sizeof(ScanJob))
+    memset(&there, 0, sizeof(ScanJob))
+    queue.next = 0
+    queue.units = (total + SCAN_UNIT_CODES - 1) // SCAN_UNIT_CODES + 1  # the last unit holds any empty chunks after the codes
+    for q in range(query_count):
+        scans[q].validity = chunks.validity
+    here.scans = scans
+    here.query_count = query_count
+    here.chunks = chunks
+    here.queue = &queue
+    here.buffers.query_codes = query_codes
+    here.buffers.nibble_tables = nibble_tables
+    if query_count > 1 and batch_buffers_alloc(&here.buffers, query_count) != SQLITE_OK:
+        batch_buffers_free(&here.buffers)
+        return SQLITE_NOMEM
+    if use_two_threads(total):
+        there = here
+        memset(&there.buffers, 0, sizeof(BatchBuffers))
+        there.buffers.query_codes = query_codes
+        there.buffers.nibble_tables = nibble_tables
+        there.scans = <ScanContext*>sqlite3_malloc64(sizeof(ScanContext) * query_count)
+        if there.scans != NULL:
+            memset(there.scans, 0, sizeof(ScanContext) * query_count)
+            for q in range(query_count):
+                there.scans[q] = scans[q]
+                there.scans[q].top.size = 0
+                there.scans[q].top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scans[q].top.k)
+                if there.scans[q].top.heap == NULL:
+                    rc = SQLITE_NOMEM
+                    break
+        if there.scans == NULL or (query_count > 1 and batch_buffers_alloc(&there.buffers, query_count) != SQLITE_OK):
+            rc = SQLITE_NOMEM
+        if rc != SQLITE_OK:
+            scan_job_free(&there)
+            batch_buffers_free(&here.buffers)
+            return rc
+        started = pthread_create(&thread, NULL, scan_thread, &there) == 0
+    scan_units(&here)
     if started:
         pthread_join(thread, NULL)
-    else:
-        work(there)
-
-
-cdef int scan_chunks(ScanContext *scan, ChunkData *chunks, sqlitebin_nibble_sums_fn nibble_sums,
-                     const uint8_t *nibble_tables, uint16_t *approx) noexcept nogil:
-    """Scan every chunk into scan.top, on one thread or two; compute the nibble sums first when asked."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count]
-    cdef int64_t blocks = (total + 31) // 32, split = 0, i
-    cdef ScanJob here, there
-    memset(&here, 0, sizeof(ScanJob))
-    here.scan = scan[0]
-    here.scan.validity = chunks.validity
-    here.chunks = chunks
-    here.first_chunk = 0
-    here.end_chunk = chunks.chunk_count
-    here.approx = approx
-    here.nibble_sums = nibble_sums
-    here.nibble_tables = nibble_tables
-    here.first_block = 0
-    here.end_block = blocks
-    here.approx_out = approx
-    if not use_two_threads(total):
-        if approx != NULL:
-            nibble_sum_range(&here)
-        scan_chunk_range(&here)
-        scan[0] = here.scan
-        return SQLITE_OK
-    there = here
-    there.scan.top.size = 0
-    there.scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * there.scan.top.k)
-    if there.scan.top.heap == NULL:
-        return SQLITE_NOMEM
-    while split < chunks.chunk_count and chunks.chunk_start[split] < total // 2:
-        split += 1
-    here.end_chunk = split
-    there.first_chunk = split
-    here.end_block = blocks // 2
-    there.first_block = blocks // 2
-    if approx != NULL:
-        run_in_two(nibble_sum_thread, &here, &there)
-    run_in_two(scan_thread, &here, &there)
-    for i in range(there.scan.top.size):
-        topk_offer(&here.scan.top, there.scan.top.heap[i].key, there.scan.top.heap[i].id,
-                   there.scan.top.heap[i].location)
-    sqlite3_free(there.scan.top.heap)
-    scan[0] = here.scan
+        for q in range(query_count):
+            for i in range(there.scans[q].top.size):
+                topk_offer(&scans[q].top, there.scans[q].top.heap[i].key, there.scans[q].top.heap[i].id,
+                           there.scans[q].top.heap[i].location, there.scans[q].top.heap[i].distance)
+    scan_job_free(&there)
+    batch_buffers_free(&here.buffers)
     return SQLITE_OK
 
 
-cdef int scan_all(ScanContext *scan, ChunkData *chunks, const Query *q) noexcept nogil:
-    """Scan every chunk of `chunks` for query `q` into scan.top: in asymmetric mode with the
-    nibble tables, first transpose the codes (once per ChunkData) and bound every code."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count]
-    cdef int64_t blocks = (total + 31) // 32
-    cdef uint16_t *approx = NULL
-    cdef int rc
-    if q.nibble_tables == NULL or total == 0:
-        return scan_chunks(scan, chunks, NULL, NULL, NULL)
-    if chunks.blocked == NULL:
-        chunks.blocked = <uint8_t*>sqlite3_malloc64(blocks * 32 * q.code_bytes)
-        if chunks.blocked == NULL:
-            return SQLITE_NOMEM
-        sqlitebin_transpose_blocks(chunks.codes, total, q.code_bytes, chunks.blocked)
-    approx = <uint16_t*>sqlite3_malloc64(blocks * 32 * 2)
-    if approx == NULL:
-        return SQLITE_NOMEM
-    scan.approx_scale = q.approx_scale
-    scan.approx_high = q.approx_high
-    rc = scan_chunks(scan, chunks, q.nibble_sums, q.nibble_tables, approx)
-    sqlite3_free(approx)
-    return rc
+cdef int scan_chunks(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
+    """Scan every chunk into scan.top, on one thread or two."""
+    return scan_chunks_many(scan, 1, chunks, NULL, NULL)
+
+
+cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunks, bint may_transpose,
+                       const uint8_t *query_codes, const uint8_t *nibble_tables) noexcept nogil:
+    """Scan every chunk of `chunks` into each scans[q].top (see scan_chunks_many for a batch). The
+    asymmetric nibble scan reads the codes in the scan-ready layout: the shared code cache builds it
+    when it loads (cache.pxi); otherwise it is built here on first need when `may_transpose` (a
+    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly."""
+    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
+    cdef int64_t size
+    cdef ScanContext *scan = &scans[0]
+    if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
+        if chunks.blocked == NULL and may_transpose:
+            size = (total + SQLITEBIN_NIBBLE_BLOCK - 1) // SQLITEBIN_NIBBLE_BLOCK * SQLITEBIN_NIBBLE_BLOCK * scan.code_bytes
+            chunks.blocked = <uint8_t*>sqlite3_malloc64(size + 8)
+            if chunks.blocked == NULL:
+                return SQLITE_NOMEM
+            sqlitebin_advise_huge_pages(chunks.blocked, size)
+            sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
+    for q in range(query_count):
+        scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
+    return scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+
+
+cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:
+    return scan_all_many(scan, 1, chunks, may_transpose, NULL, NULL)

@@ -4,7 +4,8 @@
 ctypedef struct Hit:
     double key          # what is minimised: Hamming distance, or minus the asymmetric score
     int64_t id
-    int64_t location    # where the row's code lives (chunk_id * chunk_size + slot), for rescoring
+    int64_t location    # where the row's code lives (chunk_id * chunk_size + slot), for rescoring; -1 outside chunks
+    uint32_t distance   # Hamming distance to the binarized query, taken from the code as it is scanned
 
 
 cdef inline bint hit_worse(Hit a, Hit b) noexcept nogil:
@@ -46,11 +47,12 @@ ctypedef struct TopK:
     int64_t k
 
 
-cdef inline void topk_offer(TopK *top, double key, int64_t id, int64_t location) noexcept nogil:
+cdef inline void topk_offer(TopK *top, double key, int64_t id, int64_t location, uint32_t distance) noexcept nogil:
     cdef Hit hit
     hit.key = key
     hit.id = id
     hit.location = location
+    hit.distance = distance
     if top.size < top.k:
         top.heap[top.size] = hit
         top.size += 1

@@ -227,7 +227,8 @@ cdef double vector_score(VectorTable *t, const uint8_t *floats, const uint8_t *s
 
 cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query *q, const ChunkData *d,
                             Candidate *hits, int64_t count, uint8_t *buffer) noexcept nogil:
-    """Fill score and distance of every candidate; stored vectors are read in location order."""
+    """Fill the score of every candidate (its distance came from the scan); stored vectors are
+    read in location order."""
     cdef VectorReader reader
     cdef int64_t i
     cdef int rc = SQLITE_OK
@@ -238,8 +239,7 @@ cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query 
     if read_vectors:
         qsort(hits, count, sizeof(Candidate), compare_location)
     for i in range(count):
-        code = d.codes + hits[i].location * t.code_bytes
-        hits[i].distance = <int64_t>hamming_kernel(code, q.code, t.code_bytes) if t.code_bytes > 0 else 0
+        code = d.codes + hits[i].location * t.code_bytes  # distance: from the scan (Hit.distance)
         if read_vectors and staging(t):
             rc = read_staged_vector(t, hits[i].rowid, buffer)
             hits[i].score = vector_score(t, r.floats, buffer, True)
@@ -257,25 +257,51 @@ cdef int rescore_candidates(VectorTable *t, const SearchRequest *r, const Query 
     return rc
 
 
-cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter *allowed, ChunkData *d,
-                         Query *q, TopK *top) noexcept nogil:
-    """The best k (rescore none) or k x oversample codes, by the candidate order."""
-    cdef ScanContext scan
+cdef int64_t candidates_wanted(VectorTable *t, const SearchRequest *r) noexcept nogil:
+    """The best k (rescore none) or k x oversample codes, never more than the slots there are."""
     cdef int64_t wanted = r.k
-    cdef int rc = query_prepare(q, r.mode, t.dim, r.floats, r.code, t.thresholds)
-    if rc != SQLITE_OK:
-        return rc
     if r.rescore != RESCORE_NONE:
         wanted = r.k * r.oversample if r.oversample <= INT64_MAX // r.k else INT64_MAX
     if wanted > t.next_location:
-        wanted = t.next_location  # never more than the slots there are
+        wanted = t.next_location
+    return wanted if wanted > 0 else 1
+
+
+cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter *allowed, ChunkData *d,
+                         Query *q, TopK *top) noexcept nogil:
+    """The candidates of one query, by the candidate order."""
+    cdef ScanContext scan
+    cdef int rc = query_prepare(q, r.mode, t.dim, r.floats, r.code, t.thresholds)
+    if rc != SQLITE_OK:
+        return rc
     scan_context_init(&scan, q, allowed)
-    scan.top.k = wanted if wanted > 0 else 1
+    scan.top.k = candidates_wanted(t, r)
     scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scan.top.k)
     if scan.top.heap == NULL:
         return SQLITE_NOMEM
-    rc = scan_all(&scan, d, q)
+    rc = scan_all(&scan, d, False)  # the shared copy: its scan-ready layout was built at load
     top[0] = scan.top
+    return rc
+
+
+cdef int finish_query(VectorTable *t, VectorCursor *c, const SearchRequest *r, const Query *q, const ChunkData *d,
+                      const TopK *top, int64_t query_index) noexcept nogil:
+    """Rescore one query's candidates and append its best k to the cursor."""
+    cdef Candidate *hits = <Candidate*>sqlite3_malloc64(sizeof(Candidate) * top.size + 8)
+    cdef int64_t i
+    cdef int rc
+    if hits == NULL:
+        return SQLITE_NOMEM
+    for i in range(top.size):
+        hits[i].rowid = top.heap[i].id
+        hits[i].location = top.heap[i].location
+        hits[i].key = top.heap[i].key
+        hits[i].distance = top.heap[i].distance
+    rc = rescore_candidates(t, r, q, d, hits, top.size, c.buffer)
+    if rc == SQLITE_OK:
+        qsort(hits, top.size, sizeof(Candidate), compare_score)
+        rc = cursor_append(c, hits, top.size if top.size < r.k else r.k, query_index)
+    sqlite3_free(hits)
     return rc
 
 
@@ -284,26 +310,68 @@ cdef int search_one(VectorTable *t, VectorCursor *c, SearchRequest *r, const IdF
     """One query of the request: candidates, rescoring, the best k appended to the cursor."""
     cdef Query q
     cdef TopK top
-    cdef Candidate *hits = NULL
-    cdef int64_t i
     cdef int rc
     memset(&top, 0, sizeof(TopK))
     rc = scan_candidates(t, r, allowed, d, &q, &top)
     if rc == SQLITE_OK:
-        hits = <Candidate*>sqlite3_malloc64(sizeof(Candidate) * top.size + 8)
-        rc = SQLITE_NOMEM if hits == NULL else SQLITE_OK
-    for i in range(top.size if rc == SQLITE_OK else 0):
-        hits[i].rowid = top.heap[i].id
-        hits[i].location = top.heap[i].location
-        hits[i].key = top.heap[i].key
-    if rc == SQLITE_OK:
-        rc = rescore_candidates(t, r, &q, d, hits, top.size, c.buffer)
-    if rc == SQLITE_OK:
-        qsort(hits, top.size, sizeof(Candidate), compare_score)
-        rc = cursor_append(c, hits, top.size if top.size < r.k else r.k, query_index)
-    sqlite3_free(hits)
+        rc = finish_query(t, c, r, &q, d, &top, query_index)
     sqlite3_free(top.heap)
     query_free(&q)
+    return rc
+
+
+cdef enum:
+    BATCH_GROUP = 32  # queries scanned together: their tables and heaps stay near the block of codes
+
+
+cdef int search_group(VectorTable *t, VectorCursor *c, SearchRequest *r, const IdFilter *allowed, ChunkData *d,
+                      const uint8_t *first, int64_t first_index, int64_t count) noexcept nogil:
+    """Queries first_index .. first_index + count - 1 of a float32 batch in one scan of the codes
+    (scan_all_many: each block of codes read once for all of them), then each rescored in turn."""
+    cdef Query *queries = <Query*>sqlite3_malloc64(sizeof(Query) * count)
+    cdef ScanContext *scans = <ScanContext*>sqlite3_malloc64(sizeof(ScanContext) * count)
+    cdef uint8_t *codes = <uint8_t*>sqlite3_malloc64(count * t.code_bytes + 8)
+    cdef uint8_t *tables = NULL
+    cdef int64_t j, wanted = candidates_wanted(t, r)
+    cdef int rc = SQLITE_OK
+    if queries == NULL or scans == NULL or codes == NULL:
+        sqlite3_free(queries)
+        sqlite3_free(scans)
+        sqlite3_free(codes)
+        return SQLITE_NOMEM
+    memset(queries, 0, sizeof(Query) * count)
+    memset(scans, 0, sizeof(ScanContext) * count)
+    for j in range(count):
+        rc = query_prepare(&queries[j], r.mode, t.dim, first + (first_index + j) * 4 * t.dim, NULL, t.thresholds)
+        if rc != SQLITE_OK:
+            break
+        scan_context_init(&scans[j], &queries[j], allowed)
+        scans[j].top.k = wanted
+        scans[j].top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * wanted)
+        if scans[j].top.heap == NULL:
+            rc = SQLITE_NOMEM
+            break
+        memcpy(codes + j * t.code_bytes, queries[j].code, t.code_bytes)
+    if rc == SQLITE_OK and r.mode == MODE_ASYMMETRIC and queries[0].nibble_tables != NULL:
+        tables = <uint8_t*>sqlite3_malloc64(count * 64 * t.code_bytes + 8)
+        if tables == NULL:
+            rc = SQLITE_NOMEM
+        for j in range(count if tables != NULL else 0):
+            memcpy(tables + j * 64 * t.code_bytes, queries[j].nibble_tables, 64 * t.code_bytes)
+    if rc == SQLITE_OK:
+        rc = scan_all_many(scans, count, d, False, codes, tables)
+    for j in range(count if rc == SQLITE_OK else 0):
+        r.floats = first + (first_index + j) * 4 * t.dim
+        rc = finish_query(t, c, r, &queries[j], d, &scans[j].top, first_index + j)
+        if rc != SQLITE_OK:
+            break
+    for j in range(count):
+        sqlite3_free(scans[j].top.heap)
+        query_free(&queries[j])
+    sqlite3_free(queries)
+    sqlite3_free(scans)
+    sqlite3_free(codes)
+    sqlite3_free(tables)
     return rc
 
 
@@ -312,7 +380,7 @@ cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **ar
     cdef IdFilter allowed
     cdef ChunkData *d = NULL
     cdef const uint8_t *first
-    cdef int64_t j
+    cdef int64_t j, n
     cdef int rc
     memset(&allowed, 0, sizeof(IdFilter))
     rc = read_request(t, idx_num, argv, &r)
@@ -321,12 +389,14 @@ cdef int search(VectorTable *t, VectorCursor *c, int idx_num, sqlite3_value **ar
     if rc == SQLITE_OK:
         rc = cache_for_search(t, &d)
     first = r.floats
-    for j in range(r.query_count if rc == SQLITE_OK else 0):
-        if first != NULL:
-            r.floats = first + j * 4 * t.dim
-        rc = search_one(t, c, &r, &allowed if r.rowids != NULL else NULL, d, j)
-        if rc != SQLITE_OK:
-            break
+    if rc == SQLITE_OK and r.query_count == 1:
+        rc = search_one(t, c, &r, &allowed if r.rowids != NULL else NULL, d, 0)
+    j = 0
+    while rc == SQLITE_OK and r.query_count > 1 and j < r.query_count:
+        # A batch: BATCH_GROUP queries at a time share one pass over the codes.
+        n = r.query_count - j if r.query_count - j < BATCH_GROUP else BATCH_GROUP
+        rc = search_group(t, c, &r, &allowed if r.rowids != NULL else NULL, d, first, j, n)
+        j += n
     filter_free(&allowed)
     return rc
 

@@ -242,6 +242,20 @@ def test_bench_knn_script_quick(capsys):
     assert "ns/code" in out and "256-bit codes, top 100" in out
 
 
+def test_bench_kernels_script_quick(capsys):
+    pytest.importorskip("faiss")
+    assert _load_script("bench_kernels").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "first asymmetric / first hamming query" in out
+
+
+def test_bench_batch_script_small(capsys):
+    pytest.importorskip("faiss")
+    assert _load_script("bench_batch").main(["--n", "3000", "--queries", "20"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "same top-10 distances as faiss for every query: True" in out
+
+
 def test_make_results_quick_writes_the_page_and_plots(tmp_path):
     pytest.importorskip("matplotlib")
     make_results = _load_script("make_results")

@@ -16,7 +16,6 @@ The default run tries a few hundred cases per function. The long run, at least 1
 import json
 import math
 import os
-import struct
 
 import apsw
 import numpy as np
@@ -335,26 +334,6 @@ def check_dot_bits(args):
     check_scalar("dot_bits", null_or(dot_bits_terms), list(args), sum_close)
 
 
-def ids_arguments():
-    mostly_ids = weighted((3, INT64), (2, st.integers(-5, 5)), (1, st.none()))
-    return weighted((3, st.lists(mostly_ids, max_size=40)), (1, st.lists(weighted((6, mostly_ids), (1, SQL_VALUE)), max_size=10)))
-
-
-def check_sqlitebin_ids(values):
-    if values:
-        sql = f"SELECT sqlitebin_ids(column1) FROM (VALUES {', '.join(['(?)'] * len(values))})"
-    else:
-        sql = "SELECT sqlitebin_ids(1) WHERE 0"
-    kind, got = run(sql, values)
-    event(kind)
-    bad = [v for v in values if type_name(v) not in ("NULL", "INTEGER")]
-    if bad:
-        assert (kind, got) == ("error", f"sqlitebin_ids(): argument 1 (id) must be an INTEGER, got {type_name(bad[0])}")
-    else:
-        ids = sorted({v for v in values if bound(v) is not None})
-        assert (kind, got) == ("value", [(struct.pack(f"<{len(ids)}q", *ids),)])
-
-
 def check_version_and_debug(args):
     for name, check in (("sqlitebin_version", lambda v: v == sqlitebin.__version__),
                         ("sqlitebin_debug", lambda v: v.startswith(f"version={sqlitebin.__version__}\npopcount="))):
@@ -517,7 +496,6 @@ CASES = {
     "dot_float32": (pair(floats_of), check_dot_float32),
     "dot_int8": (dot_int8_arguments(), check_dot_int8),
     "dot_bits": (dot_bits_arguments(), check_dot_bits),
-    "sqlitebin_ids": (ids_arguments(), check_sqlitebin_ids),
     "index MATCH": (knn_arguments(), check_knn),
     "sqlitebin_version/debug": (st.lists(SQL_VALUE, max_size=2), check_version_and_debug),
 }

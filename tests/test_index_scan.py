@@ -91,16 +91,6 @@ def test_prefilter_inside_the_scan(setup, keep):
     assert [(r[0], r[1]) for r in rows] == oracle_hamming(ids, vectors, query_vector, 25, allowed=set(allowed))
 
 
-def test_sqlitebin_ids_sorts_and_deduplicates(conn):
-    conn.execute("CREATE TABLE t(x)")
-    conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in [5, -3, 5, 2**62, None, 0]])
-    blob = conn.execute("SELECT sqlitebin_ids(x) FROM t").fetchall()[0][0]
-    assert np.frombuffer(blob, dtype="<i8").tolist() == [-3, 0, 5, 2**62]
-    assert conn.execute("SELECT length(sqlitebin_ids(x)) FROM t WHERE 0").fetchall()[0][0] == 0
-    with pytest.raises(apsw.SQLError, match=r"sqlitebin_ids\(\): argument 1 \(id\) must be an INTEGER, got TEXT"):
-        conn.execute("SELECT sqlitebin_ids('a')").fetchall()
-
-
 def nearest(conn, name, vector, k=5):
     return [r[0] for r in match(conn, name, np.asarray(vector, np.float32).tobytes(), k)]
 
@@ -156,7 +146,7 @@ def test_several_collections_on_one_connection(tmp_path):
     db.close()
 
 
-@pytest.mark.parametrize("kernel", ["avx2", "popcnt", "portable"])
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "popcnt", "portable"])
 def test_every_kernel_gives_the_oracle_results(kernel, monkeypatch, tmp_path):
     monkeypatch.setenv("SQLITEBIN_POPCOUNT", kernel)
     db = sqlitebin.connect(tmp_path / "fast.db")

@@ -1,0 +1,573 @@
+/*
+ * The scan's fused kernels: each scores a block of codes and emits only the
+ * codes that can still enter the top k, so the per-code work outside the
+ * kernel (id checks, the heap) touches only those few.
+ *
+ * - Hamming: `sqlitebin_hamming_below_*` computes the distance from the query
+ *   to `count` consecutive codes and writes (index, distance) of each code at
+ *   or below `threshold` (the k-th best distance so far; UINT32_MAX while the
+ *   heap fills). The caller refreshes the threshold from its heap between blocks.
+ * - Asymmetric: `sqlitebin_nibble_above_*` sums per-query uint8 nibble tables
+ *   over codes in the scan-ready layout (below) and writes the index of each
+ *   code whose sum is at or above `threshold`: the codes whose best case could
+ *   still enter the heap. No per-query buffer of all sums is ever written.
+ *
+ * The scan-ready layout for the nibble scan: blocks of 64 codes; in block b,
+ * byte j of code 64b + i is at blocked[(b * code_bytes + j) * 64 + i], so one
+ * 64-byte load (or two 32-byte loads) holds byte j of 64 codes. The last block
+ * is zero-padded. `sqlitebin_transpose_blocks` builds it from row-major codes
+ * with 16x16 byte-tile transposes (SSE2, part of every x86-64 CPU).
+ *
+ * Nibble tables: for each code byte j, 64 bytes: the 16-entry table of the
+ * high nibble written twice (one per 128-bit lane of an AVX2 register), then
+ * the low nibble's, written twice. Entries are at most SQLITEBIN_NIBBLE_LEVELS
+ * (63), so two code bytes' four entries add in 8 bits, and a code's sum, at
+ * most 2 * 512 * 63, fits in 16 bits for code_bytes <= SQLITEBIN_NIBBLE_MAX_BYTES.
+ *
+ * Every kernel reads codes through unaligned loads (BLOB data has no alignment
+ * guarantee) and never reads past codes + count * code_bytes.
+ */
+#ifndef SQLITEBIN_SCAN_KERNELS_H
+#define SQLITEBIN_SCAN_KERNELS_H
+
+#include "kernels.h"
+
+#define SQLITEBIN_NIBBLE_BLOCK 64      /* codes per block of the scan-ready layout */
+#define SQLITEBIN_NIBBLE_MAX_BYTES 512 /* longest code the 16-bit nibble sums can hold (2 * 512 * 63 < 2^16) */
+#define SQLITEBIN_NIBBLE_LEVELS 63     /* largest table entry: a pair of bytes' four entries fit in one byte */
+#define SQLITEBIN_NO_CANDIDATE 0x10000u /* a nibble threshold no 16-bit sum reaches */
+#define SQLITEBIN_PREFETCH_BYTES 2048  /* how far ahead the streaming kernels request codes */
+
+typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                             const uint8_t *query, uint32_t threshold,
+                                             uint32_t *out_index, uint32_t *out_distance);
+/* Codes [first, first + count) of the scan-ready layout; indices written are relative to `first`. */
+typedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                            const uint8_t *tables, uint32_t threshold, uint32_t *out_index);
+
+/* ---- Hamming, portable --------------------------------------------------- */
+
+static size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes,
+                                               const uint8_t *query, uint32_t threshold,
+                                               uint32_t *out_index, uint32_t *out_distance) {
+    size_t m = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t d = (uint32_t)sqlitebin_hamming_portable(codes + i * code_bytes, query, code_bytes);
+        /* Written unconditionally, kept only when below: no branch to mispredict. */
+        out_index[m] = (uint32_t)i;
+        out_distance[m] = d;
+        m += d <= threshold;
+    }
+    return m;
+}
+
+/* Hamming distance of one code stored with its bytes `stride` apart (in the scan-ready layout). For the
+ * few codes that enter the heap, so a plain loop. */
+static uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n) {
+    uint64_t total = 0;
+    for (size_t j = 0; j < n; j++)
+        total += sqlitebin_swar_popcount64((uint64_t)(code[j * stride] ^ query[j]));
+    return total;
+}
+
+/* Ask for transparent huge pages on a large buffer the scan streams through (before it is first written):
+ * with 4 KB pages a scan of 128 MB takes 32,768 TLB misses. Only advice: ignored where unsupported. */
+#if defined(__linux__)
+#  include <sys/mman.h>
+#endif
+static void sqlitebin_advise_huge_pages(void *buffer, size_t size) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t start = ((uintptr_t)buffer + huge - 1) & ~(huge - 1), end = ((uintptr_t)buffer + size) & ~(huge - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)buffer;
+    (void)size;
+#endif
+}
+
+/* ---- the scan-ready layout ----------------------------------------------- */
+
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SQLITEBIN_NO_X86)
+#  include <emmintrin.h>
+/* A 16x16 byte tile: row r of `out` is column r of `in`. Four rounds of
+ * interleaving rows i and i + 8 rotate the 8-bit (row, column) index by one
+ * bit each, which after four rounds swaps row and column. */
+static inline void sqlitebin_transpose16(const uint8_t *in, size_t in_stride, uint8_t *out, size_t out_stride) {
+    __m128i r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm_loadu_si128((const __m128i *)(in + i * in_stride));
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 8; i++) {
+            t[2 * i] = _mm_unpacklo_epi8(r[i], r[i + 8]);
+            t[2 * i + 1] = _mm_unpackhi_epi8(r[i], r[i + 8]);
+        }
+        for (int i = 0; i < 16; i++)
+            r[i] = t[i];
+    }
+    for (int i = 0; i < 16; i++)
+        _mm_storeu_si128((__m128i *)(out + i * out_stride), r[i]);
+}
+#  define SQLITEBIN_HAVE_TRANSPOSE16 1
+#else
+#  define SQLITEBIN_HAVE_TRANSPOSE16 0
+#endif
+
+static void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    for (size_t b = 0; b * B < count; b++) {
+        const uint8_t *in = codes + b * B * code_bytes;
+        uint8_t *block = out + b * code_bytes * B;
+        size_t n = count - b * B < B ? count - b * B : B, j0 = 0;
+        if (n < B)
+            memset(block, 0, code_bytes * B);
+#if SQLITEBIN_HAVE_TRANSPOSE16
+        if (n == B) {
+            for (; j0 + 16 <= code_bytes; j0 += 16)
+                for (size_t i0 = 0; i0 < B; i0 += 16)
+                    sqlitebin_transpose16(in + i0 * code_bytes + j0, code_bytes, block + j0 * B + i0, B);
+        }
+#endif
+        /* Columns left over (and the partial last block): byte by byte, writing sequentially. */
+        for (size_t j = j0; j < code_bytes; j++)
+            for (size_t i = 0; i < n; i++)
+                block[j * B + i] = in[i * code_bytes + j];
+    }
+}
+
+/* ---- many queries per pass (batch search) -------------------------------- */
+
+/* A batch search reads each block of codes from memory once and runs every
+ * query of the batch over it while it sits in L1/L2 (a block of 1,024 256-bit
+ * codes is 32 KB): memory traffic is paid once per batch instead of once per
+ * query. Query q's results go to out_index/out_distance + q * count, its count
+ * to out_count[q], each at or below its own threshold, which the caller
+ * refreshes from that query's heap between blocks. Returns the total emitted. */
+static size_t sqlitebin_hamming_below_many(sqlitebin_hamming_below_fn kernel, const uint8_t *codes, size_t count,
+                                           size_t code_bytes, const uint8_t *queries, size_t query_count,
+                                           const uint32_t *thresholds, uint32_t *out_index, uint32_t *out_distance,
+                                           size_t *out_count) {
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        out_count[q] = kernel(codes, count, code_bytes, queries + q * code_bytes, thresholds[q],
+                              out_index + q * count, out_distance + q * count);
+        total += out_count[q];
+    }
+    return total;
+}
+
+/* The same for the asymmetric nibble scan: query q's tables at tables + q * 64 * code_bytes. */
+static size_t sqlitebin_nibble_above_many(sqlitebin_nibble_above_fn kernel, const uint8_t *blocked, size_t first,
+                                          size_t count, size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                          const uint32_t *thresholds, uint32_t *out_index, size_t *out_count) {
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        out_count[q] = kernel(blocked, first, count, code_bytes, tables + q * 64 * code_bytes, thresholds[q],
+                              out_index + q * count);
+        total += out_count[q];
+    }
+    return total;
+}
+
+/* ---- asymmetric nibble scan, portable ------------------------------------ */
+
+/* The nibble sums and bound check one code at a time, for CPUs without the
+ * vector kernels below (the scan then uses it in their place on non-x86 builds;
+ * on x86-64 below AVX2 the exact byte-table path is faster and is used instead). */
+static size_t sqlitebin_nibble_above_portable(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                              const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    size_t m = 0;
+    if (threshold >= SQLITEBIN_NO_CANDIDATE)
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t code = first + i;
+        const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+        uint32_t sum = 0;
+        for (size_t j = 0; j < code_bytes; j++)
+            sum += (uint32_t)tables[64 * j + (c[j * B] >> 4)] + tables[64 * j + 32 + (c[j * B] & 15)];
+        out_index[m] = (uint32_t)i;
+        m += sum >= threshold;
+    }
+    return m;
+}
+
+#if SQLITEBIN_HAVE_X86_KERNELS
+
+/* ---- Hamming, POPCNT ----------------------------------------------------- */
+
+/* Codes of a fixed number of 64-bit words, the query's words held in registers;
+ * inlined with a constant `words`, so the loop over words is unrolled. */
+__attribute__((target("popcnt"), always_inline))
+static inline size_t sqlitebin_below_words_popcnt(const uint8_t *codes, size_t count, size_t words,
+                                                  const uint8_t *query, uint32_t threshold,
+                                                  uint32_t *out_index, uint32_t *out_distance) {
+    uint64_t q[8];
+    size_t m = 0;
+#pragma GCC unroll 8
+    for (size_t w = 0; w < words; w++)
+        q[w] = sqlitebin_load64(query + 8 * w);
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *c = codes + i * 8 * words;
+        uint32_t d = 0;
+        if (words >= 4)  /* at least half a line per code: request the codes 2 KB ahead (never faults) */
+            __builtin_prefetch(c + SQLITEBIN_PREFETCH_BYTES);
+#pragma GCC unroll 8
+        for (size_t w = 0; w < words; w++)
+            d += (uint32_t)__builtin_popcountll(sqlitebin_load64(c + 8 * w) ^ q[w]);
+        out_index[m] = (uint32_t)i;
+        out_distance[m] = d;
+        m += d <= threshold;
+    }
+    return m;
+}
+
+__attribute__((target("popcnt")))
+static size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes,
+                                             const uint8_t *query, uint32_t threshold,
+                                             uint32_t *out_index, uint32_t *out_distance) {
+    switch (code_bytes) {
+    case 8: return sqlitebin_below_words_popcnt(codes, count, 1, query, threshold, out_index, out_distance);
+    case 16: return sqlitebin_below_words_popcnt(codes, count, 2, query, threshold, out_index, out_distance);
+    case 24: return sqlitebin_below_words_popcnt(codes, count, 3, query, threshold, out_index, out_distance);
+    case 32: return sqlitebin_below_words_popcnt(codes, count, 4, query, threshold, out_index, out_distance);
+    case 48: return sqlitebin_below_words_popcnt(codes, count, 6, query, threshold, out_index, out_distance);
+    case 64: return sqlitebin_below_words_popcnt(codes, count, 8, query, threshold, out_index, out_distance);
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t d = (uint32_t)sqlitebin_hamming_popcnt(codes + i * code_bytes, query, code_bytes);
+        out_index[m] = (uint32_t)i;
+        out_distance[m] = d;
+        m += d <= threshold;
+    }
+    return m;
+}
+
+/* ---- Hamming, AVX2 ------------------------------------------------------- */
+
+/* AVX2 has no vector popcount: below 256 bytes four POPCNTs per 32 bytes beat
+ * the nibble-lookup method, which pays off only on long codes. */
+__attribute__((target("avx2,popcnt")))
+static size_t sqlitebin_hamming_below_avx2(const uint8_t *codes, size_t count, size_t code_bytes,
+                                           const uint8_t *query, uint32_t threshold,
+                                           uint32_t *out_index, uint32_t *out_distance) {
+    if (code_bytes < 256)
+        return sqlitebin_hamming_below_popcnt(codes, count, code_bytes, query, threshold, out_index, out_distance);
+    size_t m = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t d = (uint32_t)sqlitebin_hamming_avx2(codes + i * code_bytes, query, code_bytes);
+        out_index[m] = (uint32_t)i;
+        out_distance[m] = d;
+        m += d <= threshold;
+    }
+    return m;
+}
+
+/* ---- Hamming, AVX-512 ---------------------------------------------------- */
+
+/* Eight vectors of 64-bit counts to one vector of their eight sums, in order:
+ * three rounds of pairwise adds after interleaving. */
+__attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
+static inline __m512i sqlitebin_sum8_avx512(__m512i v0, __m512i v1, __m512i v2, __m512i v3,
+                                            __m512i v4, __m512i v5, __m512i v6, __m512i v7) {
+    __m512i t01 = _mm512_add_epi64(_mm512_unpacklo_epi64(v0, v1), _mm512_unpackhi_epi64(v0, v1));
+    __m512i t23 = _mm512_add_epi64(_mm512_unpacklo_epi64(v2, v3), _mm512_unpackhi_epi64(v2, v3));
+    __m512i t45 = _mm512_add_epi64(_mm512_unpacklo_epi64(v4, v5), _mm512_unpackhi_epi64(v4, v5));
+    __m512i t67 = _mm512_add_epi64(_mm512_unpacklo_epi64(v6, v7), _mm512_unpackhi_epi64(v6, v7));
+    __m512i u0 = _mm512_add_epi64(_mm512_shuffle_i64x2(t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i u1 = _mm512_add_epi64(_mm512_shuffle_i64x2(t45, t67, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i64x2(t45, t67, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Counts of one code of any length, as a vector whose lanes sum to its distance. */
+__attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
+static inline __m512i sqlitebin_code_counts_avx512(const uint8_t *c, const uint8_t *query, size_t code_bytes,
+                                                   __mmask64 tail) {
+    __m512i acc = _mm512_setzero_si512();
+    size_t j = 0;
+    for (; j + 64 <= code_bytes; j += 64)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + j),
+                                                                         _mm512_loadu_si512(query + j))));
+    if (j < code_bytes)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, c + j),
+                                                                         _mm512_maskz_loadu_epi8(tail, query + j))));
+    return acc;
+}
+
+/* Emit the codes of an 8-code step whose lanes pass `mask`; lane p is code base + order[p]. */
+#define SQLITEBIN_EMIT8(mask, distances, base, order)                                        \
+    do {                                                                                     \
+        uint64_t d_[8];                                                                      \
+        unsigned mask_ = (mask);                                                             \
+        _mm512_storeu_si512(d_, (distances));                                                \
+        while (mask_) {                                                                      \
+            unsigned p_ = (unsigned)__builtin_ctz(mask_);                                    \
+            mask_ &= mask_ - 1;                                                              \
+            out_index[m] = (uint32_t)((base) + (order)[p_]);                                 \
+            out_distance[m] = (uint32_t)d_[p_];                                              \
+            m++;                                                                             \
+        }                                                                                    \
+    } while (0)
+
+/* Eight codes a step: distances as a vector of eight, compared with the
+ * threshold in one instruction; almost every step emits nothing. */
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count, size_t code_bytes,
+                                             const uint8_t *query, uint32_t threshold,
+                                             uint32_t *out_index, uint32_t *out_distance) {
+    static const uint8_t in_order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    /* The 256-bit step below leaves its sums in the lane order a c b d e g f h. */
+    static const uint8_t order_32[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    const __m512i limit = _mm512_set1_epi64((long long)threshold);
+    size_t m = 0, i = 0;
+    if (code_bytes == 32) {
+        /* Two codes per register: four loads cover eight codes. */
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)query));
+        for (; i + 8 <= count; i += 8) {
+            const uint8_t *c = codes + i * 32;
+            /* Codes stream from memory beyond the cache: ask for them 2 KB ahead, one request per line.
+             * A prefetch never faults, even past the end of the codes. */
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 128), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 192), _MM_HINT_T0);
+            __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), q));
+            __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 64), q));
+            __m512i p2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 128), q));
+            __m512i p3 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 192), q));
+            __m512i t01 = _mm512_add_epi64(_mm512_unpacklo_epi64(p0, p1), _mm512_unpackhi_epi64(p0, p1));
+            __m512i t23 = _mm512_add_epi64(_mm512_unpacklo_epi64(p2, p3), _mm512_unpackhi_epi64(p2, p3));
+            __m512i d = _mm512_add_epi64(_mm512_shuffle_i64x2(t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                         _mm512_shuffle_i64x2(t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+            __mmask8 pass = _mm512_cmple_epu64_mask(d, limit);
+            if (pass)
+                SQLITEBIN_EMIT8(pass, d, i, order_32);
+        }
+    } else {
+        const __mmask64 tail = _bzhi_u64(~0ULL, (unsigned)(code_bytes % 64));
+        const size_t cb = code_bytes;
+        for (; i + 8 <= count; i += 8) {
+            const uint8_t *c = codes + i * cb;
+            __m512i d = sqlitebin_sum8_avx512(
+                sqlitebin_code_counts_avx512(c, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 2 * cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 3 * cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 4 * cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 5 * cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 6 * cb, query, cb, tail),
+                sqlitebin_code_counts_avx512(c + 7 * cb, query, cb, tail));
+            __mmask8 pass = _mm512_cmple_epu64_mask(d, limit);
+            if (pass)
+                SQLITEBIN_EMIT8(pass, d, i, in_order);
+        }
+    }
+    for (; i < count; i++) {
+        uint32_t d = (uint32_t)sqlitebin_hamming_avx512(codes + i * code_bytes, query, code_bytes);
+        out_index[m] = (uint32_t)i;
+        out_distance[m] = d;
+        m += d <= threshold;
+    }
+    return m;
+}
+
+/* ---- asymmetric nibble scan, AVX2 ---------------------------------------- */
+
+/* The two entries of code byte j for the 32 codes at `half` (0 or 32) of a block, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, half)                                                                  \
+    _mm256_add_epi8(                                                                                           \
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * (j))),                          \
+                            _mm256_and_si256(_mm256_srli_epi16(                                                \
+                                _mm256_loadu_si256((const __m256i *)(block + (j) * B + (half))), 4), nibble)), \
+        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tables + 64 * (j) + 32)),                     \
+                            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(block + (j) * B + (half))), nibble)))
+
+/* Sums of 64 codes' table entries in 16-bit lanes, without widening each
+ * lookup: two code bytes' four entries (each at most 63) add in 8 bits; `all`
+ * adds those as 16-bit words (low byte: even code, high byte: odd code,
+ * wrapping), `odd` adds the high bytes alone; the even codes' sums are then
+ * all - 256 * odd (mod 2^16), exact because each sum fits in 16 bits. */
+__attribute__((target("avx2")))
+static size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                          const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i limit = _mm256_set1_epi16((short)(uint16_t)threshold);
+    size_t m = 0, end = first + count;
+    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)
+        return 0;
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        __m256i all0 = _mm256_setzero_si256(), odd0 = all0, all1 = all0, odd1 = all0;
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            __m256i s0 = _mm256_add_epi8(SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 0), SQLITEBIN_NIBBLE_AVX2_LOOKUP(j + 1, 0));
+            __m256i s1 = _mm256_add_epi8(SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 32), SQLITEBIN_NIBBLE_AVX2_LOOKUP(j + 1, 32));
+            all0 = _mm256_add_epi16(all0, s0);
+            odd0 = _mm256_add_epi16(odd0, _mm256_srli_epi16(s0, 8));
+            all1 = _mm256_add_epi16(all1, s1);
+            odd1 = _mm256_add_epi16(odd1, _mm256_srli_epi16(s1, 8));
+        }
+        if (j < code_bytes) {
+            __m256i s0 = SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 0), s1 = SQLITEBIN_NIBBLE_AVX2_LOOKUP(j, 32);
+            all0 = _mm256_add_epi16(all0, s0);
+            odd0 = _mm256_add_epi16(odd0, _mm256_srli_epi16(s0, 8));
+            all1 = _mm256_add_epi16(all1, s1);
+            odd1 = _mm256_add_epi16(odd1, _mm256_srli_epi16(s1, 8));
+        }
+        __m256i even0 = _mm256_sub_epi16(all0, _mm256_slli_epi16(odd0, 8));
+        __m256i even1 = _mm256_sub_epi16(all1, _mm256_slli_epi16(odd1, 8));
+        /* x >= limit (unsigned) exactly when max(x, limit) == x; two mask bits per 16-bit lane. */
+        uint32_t pass[4] = {
+            (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(even0, limit), even0)),
+            (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(odd0, limit), odd0)),
+            (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(even1, limit), even1)),
+            (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(odd1, limit), odd1)),
+        };
+        if (!(pass[0] | pass[1] | pass[2] | pass[3]))
+            continue;
+        for (unsigned h = 0; h < 4; h++) {
+            uint32_t bits = pass[h] & 0x55555555u;
+            while (bits) {
+                unsigned lane = (unsigned)__builtin_ctz(bits) >> 1;
+                bits &= bits - 1;
+                size_t code = b * B + 32 * (h >> 1) + 2 * lane + (h & 1);
+                if (code >= first && code < end)
+                    out_index[m++] = (uint32_t)(code - first);
+            }
+        }
+    }
+    return m;
+}
+
+/* ---- asymmetric nibble scan, AVX-512 ------------------------------------- */
+
+/* The two entries of code byte j for 64 codes, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_AVX512_LOOKUP(j)                                                                         \
+    _mm512_add_epi8(                                                                                              \
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j)))),        \
+                            _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(block + (j) * B), 4), nibble)), \
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j) + 32))),   \
+                            _mm512_and_si512(_mm512_loadu_si512(block + (j) * B), nibble)))
+
+/* As the AVX2 kernel, 64 codes a step in one register; 16-bit compares into masks. */
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                            const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    const __m512i limit = _mm512_set1_epi16((short)(uint16_t)threshold);
+    size_t m = 0, end = first + count;
+    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)
+        return 0;
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        __m512i all = _mm512_setzero_si512(), odd = all;
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_AVX512_LOOKUP(j), SQLITEBIN_NIBBLE_AVX512_LOOKUP(j + 1));
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        if (j < code_bytes) {
+            __m512i s = SQLITEBIN_NIBBLE_AVX512_LOOKUP(j);
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        __m512i even = _mm512_sub_epi16(all, _mm512_slli_epi16(odd, 8));
+        uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
+        uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd, limit);
+        if (!(pass_even | pass_odd))
+            continue;
+        for (unsigned parity = 0; parity < 2; parity++) {
+            uint32_t bits = parity ? pass_odd : pass_even;
+            while (bits) {
+                unsigned lane = (unsigned)__builtin_ctz(bits);
+                bits &= bits - 1;
+                size_t code = b * B + 2 * lane + parity;
+                if (code >= first && code < end)
+                    out_index[m++] = (uint32_t)(code - first);
+            }
+        }
+    }
+    return m;
+}
+
+/* With VBMI, VPERMB looks up 64-entry tables by the low 6 bits of each byte:
+ * a 16-entry table broadcast to all four lanes is such a table with entry e =
+ * table[e & 15], so neither nibble needs masking (bits 4 and 5 of the index
+ * select among identical copies): two instructions fewer per code byte. */
+/* The two entries of code byte j for 64 codes, added (at most 2 * 63). */
+#define SQLITEBIN_NIBBLE_VBMI_LOOKUP(j)                                                                          \
+    _mm512_add_epi8(                                                                                             \
+        _mm512_permutexvar_epi8(_mm512_srli_epi16(_mm512_loadu_si512(block + (j) * B), 4),                      \
+                                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j))))),  \
+        _mm512_permutexvar_epi8(_mm512_loadu_si512(block + (j) * B),                                            \
+                                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j) + 32)))))
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
+static size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                                const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const __m512i limit = _mm512_set1_epi16((short)(uint16_t)threshold);
+    size_t m = 0, end = first + count;
+    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)
+        return 0;
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        __m512i all = _mm512_setzero_si512(), odd = all;
+        size_t j = 0;
+#pragma GCC unroll 2
+        for (; j + 2 <= code_bytes; j += 2) {
+            /* Two code bytes' four entries add in 8 bits; widened once per pair. */
+            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_VBMI_LOOKUP(j), SQLITEBIN_NIBBLE_VBMI_LOOKUP(j + 1));
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        if (j < code_bytes) {
+            __m512i s = SQLITEBIN_NIBBLE_VBMI_LOOKUP(j);
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        __m512i even = _mm512_sub_epi16(all, _mm512_slli_epi16(odd, 8));
+        uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
+        uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd, limit);
+        if (!(pass_even | pass_odd))
+            continue;
+        for (unsigned parity = 0; parity < 2; parity++) {
+            uint32_t bits = parity ? pass_odd : pass_even;
+            while (bits) {
+                unsigned lane = (unsigned)__builtin_ctz(bits);
+                bits &= bits - 1;
+                size_t code = b * B + 2 * lane + parity;
+                if (code >= first && code < end)
+                    out_index[m++] = (uint32_t)(code - first);
+            }
+        }
+    }
+    return m;
+}
+
+static int sqlitebin_cpu_has_avx512vbmi(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi");
+}
+
+#else /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
+#  define sqlitebin_hamming_below_popcnt sqlitebin_hamming_below_portable
+#  define sqlitebin_hamming_below_avx2 sqlitebin_hamming_below_portable
+#  define sqlitebin_hamming_below_avx512 sqlitebin_hamming_below_portable
+#  define sqlitebin_nibble_above_avx2 sqlitebin_nibble_above_portable
+#  define sqlitebin_nibble_above_avx512 sqlitebin_nibble_above_portable
+#  define sqlitebin_nibble_above_avx512vbmi sqlitebin_nibble_above_portable
+static int sqlitebin_cpu_has_avx512vbmi(void) { return 0; }
+#endif /* SQLITEBIN_HAVE_X86_KERNELS */
+
+#endif

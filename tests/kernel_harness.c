@@ -1,0 +1,144 @@
+/*
+ * A small shared library over ext/scan_kernels.h, for tests/test_kernels.py:
+ * it exposes every kernel level directly (the extension itself exports only
+ * its SQLite entry point), so the tests can hand each kernel edge cases the
+ * SQL interface cannot reach (unaligned pointers, any threshold, any range of
+ * the scan-ready layout) and compare with NumPy. Levels: 0 portable, 1 popcnt,
+ * 2 avx2, 3 avx512. A level the CPU lacks is refused (-1), never run. Built
+ * with -DSQLITEBIN_NO_X86 it holds only what a non-x86 build gets.
+ */
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE
+#endif
+#include "scan_kernels.h"
+#include "scan_threads.h"
+
+int harness_supported(int level) {
+    switch (level) {
+    case 0: return 1;
+    case 1: return sqlitebin_cpu_has_popcnt();
+    case 2: return sqlitebin_cpu_has_avx2();
+    case 3: return sqlitebin_cpu_has_avx512();
+    case 4: return sqlitebin_cpu_has_avx512();  /* the nibble scan with VBMI, checked again there */
+    }
+    return 0;
+}
+
+long harness_hamming_below(int level, const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
+                           uint32_t threshold, uint32_t *out_index, uint32_t *out_distance) {
+    if (!harness_supported(level))
+        return -1;
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 1) return (long)sqlitebin_hamming_below_popcnt(codes, count, code_bytes, query, threshold, out_index, out_distance);
+    if (level == 2) return (long)sqlitebin_hamming_below_avx2(codes, count, code_bytes, query, threshold, out_index, out_distance);
+    if (level == 3) return (long)sqlitebin_hamming_below_avx512(codes, count, code_bytes, query, threshold, out_index, out_distance);
+#endif
+    return (long)sqlitebin_hamming_below_portable(codes, count, code_bytes, query, threshold, out_index, out_distance);
+}
+
+long harness_hamming(int level, const uint8_t *a, const uint8_t *b, size_t n) {
+    if (!harness_supported(level))
+        return -1;
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 1) return (long)sqlitebin_hamming_popcnt(a, b, n);
+    if (level == 2) return (long)sqlitebin_hamming_avx2(a, b, n);
+    if (level == 3) return (long)sqlitebin_hamming_avx512(a, b, n);
+#endif
+    return (long)sqlitebin_hamming_portable(a, b, n);
+}
+
+long harness_popcount(int level, const uint8_t *a, size_t n) {
+    if (!harness_supported(level))
+        return -1;
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 1 || level == 2) return (long)sqlitebin_popcount_popcnt(a, n);
+    if (level == 3) return (long)sqlitebin_popcount_avx512(a, n);
+#endif
+    return (long)sqlitebin_popcount_portable(a, n);
+}
+
+/* Nibble kernels: 0 the portable one, 2 AVX2, 3 AVX-512, 4 AVX-512 with VBMI; 1 has none (-1). */
+long harness_nibble_above(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                          const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
+    if (level == 0)
+        return (long)sqlitebin_nibble_above_portable(blocked, first, count, code_bytes, tables, threshold, out_index);
+    if (level < 2 || !harness_supported(level))
+        return -1;
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 2) return (long)sqlitebin_nibble_above_avx2(blocked, first, count, code_bytes, tables, threshold, out_index);
+    if (level == 4) return sqlitebin_cpu_has_avx512vbmi() ? (long)sqlitebin_nibble_above_avx512vbmi(blocked, first, count, code_bytes, tables, threshold, out_index) : -1;
+    return (long)sqlitebin_nibble_above_avx512(blocked, first, count, code_bytes, tables, threshold, out_index);
+#else
+    return -1;
+#endif
+}
+
+static sqlitebin_hamming_below_fn harness_below_kernel(int level) {
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 1) return sqlitebin_hamming_below_popcnt;
+    if (level == 2) return sqlitebin_hamming_below_avx2;
+    if (level == 3) return sqlitebin_hamming_below_avx512;
+#endif
+    return sqlitebin_hamming_below_portable;
+}
+
+long harness_hamming_below_many(int level, const uint8_t *codes, size_t count, size_t code_bytes,
+                                const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                uint32_t *out_index, uint32_t *out_distance, size_t *out_count) {
+    if (!harness_supported(level))
+        return -1;
+    return (long)sqlitebin_hamming_below_many(harness_below_kernel(level), codes, count, code_bytes, queries,
+                                              query_count, thresholds, out_index, out_distance, out_count);
+}
+
+long harness_nibble_above_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                               const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                               uint32_t *out_index, size_t *out_count) {
+    if (level < 2 || !harness_supported(level))
+        return -1;
+#if SQLITEBIN_HAVE_X86_KERNELS
+    return (long)sqlitebin_nibble_above_many(level == 2 ? sqlitebin_nibble_above_avx2 : sqlitebin_nibble_above_avx512,
+                                             blocked, first, count, code_bytes, tables, query_count, thresholds,
+                                             out_index, out_count);
+#else
+    return -1;
+#endif
+}
+
+void harness_transpose(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {
+    sqlitebin_transpose_blocks(codes, count, code_bytes, out);
+}
+
+long harness_idle_cpus(void) {
+    return sqlitebin_idle_cpus();
+}
+
+long harness_idle_cpus_recent(void) {
+    return sqlitebin_idle_cpus_recent();
+}
+
+int64_t harness_claim_all(int64_t units) {
+    sqlitebin_work_queue queue = {0, units};
+    int64_t claimed = 0;
+    while (sqlitebin_work_claim(&queue) < queue.units)
+        claimed++;
+    return claimed;
+}
+
+void harness_cpu_features(char *out, size_t size) {
+    sqlitebin_cpu_features(out, size);
+}
+
+long harness_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n) {
+    return (long)sqlitebin_hamming_strided(code, stride, query, n);
+}
+
+/* Advising huge pages is only advice: the buffer must read back unchanged. */
+int harness_advise_huge_pages(uint8_t *buffer, size_t size) {
+    sqlitebin_advise_huge_pages(buffer, size);
+    return buffer[0];
+}
+
+int harness_has_x86_kernels(void) {
+    return SQLITEBIN_HAVE_X86_KERNELS;
+}
