@@ -160,6 +160,7 @@ cdef void scan_context_init(ScanContext *scan, const Query *q, const IdFilter *a
     scan.tables = q.tables
     scan.query_sum = q.query_sum
     scan.allowed = allowed
+    scan.filter_first = allowed != NULL and allowed.count <= SPARSE_FILTER_IDS
 
 
 cdef void build_lookup_tables(const float *query, int dim, int code_bytes, float *tables) noexcept nogil:
@@ -252,6 +253,8 @@ ctypedef struct ScanContext:
     const float *tables
     double query_sum
     const IdFilter *allowed
+    # The filter is checked before the score (a few allowed ids: scoring every code for them costs ~1 ms per 60k).
+    bint filter_first
     # Live positions (bit set, numpy.packbits order), or NULL when every position is live.
     const uint8_t *validity
     # Ids whose chunk entries are stale (deleted or changed since the chunk was written).
@@ -267,6 +270,7 @@ ctypedef struct ScanContext:
 
 cdef enum:
     SCAN_BLOCK = 1024  # codes scored per kernel call; their distances stay in L1
+    SPARSE_FILTER_IDS = 1024  # a prefilter of at most this many ids is checked before the score
 
 
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
@@ -284,6 +288,10 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
         if scan.mode == MODE_HAMMING:
             hamming_block_kernel(codes + start * code_bytes, n, code_bytes, scan.query_code, distances)
         for i in range(n):
+            if scan.filter_first:
+                memcpy(&id, ids_blob + 8 * (start + i), 8)
+                if not filter_allows(scan.allowed, id):
+                    continue
             if scan.mode == MODE_HAMMING:
                 key = <double>distances[i]
             else:
