@@ -477,13 +477,15 @@ class Collection:
             f"{self._keyword_sql(where, ':sqlitebin_keyword_depth')},\n"
             f"keyword_scaled AS (SELECT id, coalesce(score / nullif(max(score) OVER (), 0), 1.0) AS part FROM keyword),\n"
             f"fused AS MATERIALIZED (SELECT id FROM keyword UNION SELECT id FROM vector),\n"
-            f"scored AS ({self._scored_sql('fused', ':sqlitebin_fused_depth', fused_rescore)})\n"
-            f"SELECT c.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * s.score AS score,\n"
-            f"  s.distance, d.text, d.metadata\n"
-            f"FROM fused AS c LEFT JOIN keyword_scaled AS k ON k.id = c.id\n"
-            f"  JOIN scored AS s ON s.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
-            f"ORDER BY score DESC, c.id\n"
-            f"LIMIT :sqlitebin_k"
+            f"scored AS ({self._scored_sql('fused', ':sqlitebin_fused_depth', fused_rescore)}),\n"
+            # `scored` holds every fused id (its k is at least their number): no join with `fused` again, and
+            # the documents' texts are read for the k returned only.
+            f"ranked AS (SELECT s.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * s.score AS score, s.distance\n"
+            f"  FROM scored AS s LEFT JOIN keyword_scaled AS k ON k.id = s.id\n"
+            f"  ORDER BY score DESC, s.id LIMIT :sqlitebin_k)\n"
+            f"SELECT r.id, r.score, r.distance, d.text, d.metadata\n"
+            f"FROM ranked AS r JOIN {t.documents} AS d ON d.id = r.id\n"
+            f"ORDER BY r.score DESC, r.id"
         )
 
     def _vector_sql(self, k, rescore, candidates, where):

@@ -165,6 +165,31 @@ def test_k_rows_whenever_k_rows_match_with_a_selective_prefilter(conn, rng):
     assert len(rows) == 10 and {r for r, _, _ in rows} <= set(allowed)
 
 
+@pytest.mark.parametrize("candidates", ["asymmetric", "hamming"])
+def test_prefilters_of_few_and_many_ids_match_the_oracle(conn, rng, candidates):
+    # Up to 1,024 allowed ids the scan checks the filter before the score, above it after: same results.
+    dim = 32
+    make(conn, dim, rescore="float32", chunk_size=256)
+    oracle = Oracle(dim, "float32")
+    vectors = rng.standard_normal((3000, dim)).astype(F32)
+    with conn:
+        for i, v in enumerate(vectors):
+            conn.execute("INSERT INTO idx(rowid, vector) VALUES (?, ?)", (i * 2, blob(v)))
+            oracle.insert(i * 2, v)
+        for i in range(0, 3000, 7):  # pending changes and deletions are filtered too
+            conn.execute("UPDATE idx SET vector = ? WHERE rowid = ?", (blob(vectors[(i + 1) % 3000]), i * 2))
+            oracle.insert(i * 2, vectors[(i + 1) % 3000])
+        for i in range(3, 3000, 11):
+            conn.execute("DELETE FROM idx WHERE rowid = ?", (i * 2,))
+            del oracle.rows[i * 2]
+    rows = sorted(oracle.rows)
+    for count in (1, 60, 1024, 1025, 2500):
+        allowed = set(rng.choice(rows, count, replace=False).tolist()) | {10**9}
+        for q in rng.standard_normal((2, dim)).astype(F32):
+            check(conn, oracle, q, k=10, candidates=candidates, allowed=allowed)
+            check(conn, oracle, q, k=10, rescore="none", candidates=candidates, allowed=allowed)
+
+
 def test_writes_updates_deletes_and_rowid_changes(conn, rng):
     dim = 29
     make(conn, dim, rescore="float32", chunk_size=64)
