@@ -232,7 +232,7 @@ def headline(results):
             parts.append(f"**{ratio:.1f}x** faster than {name}" if ratio >= 1
                          else f"{name} is **{1 / ratio:.1f}x** faster")
         lines.append(f"- **Scan**: top {speed['settings']['k']} of {n:,} {width}-bit codes, one query, one thread: "
-                     f"`sqlitebin_knn` takes {base['median_ms']:.2f} ms, " + "; ".join(parts) + ".")
+                     f"the `sqlitebin` index (Hamming candidates) takes {base['median_ms']:.2f} ms, " + "; ".join(parts) + ".")
     ingest = speed.get("ingest")
     if ingest:
         lines.append(f"- **Ingest**: {ingest['documents_per_second']:,.0f} documents/s end to end with WordLlama "
@@ -285,8 +285,8 @@ Peers skipped: {", ".join(speed["skipped"]) or "none"}.
 measured; recall@10 is against that exact top 10, and "nDCG retained" is a mode's nDCG@10 over the exact one.
 Every mode searches the same document vectors (embedded once); latency is the wall time of one
 `Collection.search()` call with the query vector, one query at a time, on a file database in the page cache.
-Bytes per document are the codes (kept twice: in their rows and in the scan's chunks) plus the stored rescoring
-vectors, i.e. `Collection.info()["bytes_per_document"]`; exact float32 is the bare float32 matrix.
+Bytes per document are what the index's shadow tables take in the file, whole pages (SQLite's `dbstat`), over
+the documents, i.e. `Collection.info()["bytes_per_document"]`; exact float32 is the bare float32 matrix.
 
 {markdown_tables(quality)}
 
@@ -310,7 +310,7 @@ time; each engine is warmed up on one query whose answer is checked against a Nu
 so ties cannot hide a wrong answer), then timed on {speed['settings']['repeat']} other queries and the median
 reported (engines that take over 3 s a query are timed on fewer, never under 3). All SQLite engines share one
 in-memory database; faiss runs with `omp_set_num_threads(1)`, usearch with `threads=1`, NumPy single-threaded.
-Ratios are each engine's time over sqlitebin's fast path (`sqlitebin_knn`, Hamming mode) at the same size:
+Ratios are each engine's time over sqlitebin's fast path (the `sqlitebin` index, Hamming candidates, `rescore = 'none'`) at the same size:
 above 1 means slower than sqlitebin. The scan section took {scan_minutes:.1f} minutes.
 
 {scan_tables(speed)}
@@ -326,12 +326,11 @@ The queries, as run:
 | {LABELS['usearch']} | `usearch.index.search(codes, query, k, MetricKind.Hamming, exact=True, threads=1)` |
 | {LABELS['numpy']} | `np.bitwise_count(codes_u64 ^ query_u64).sum(axis=1)`, `argpartition`, sort of the top k |
 
-Caveats: `sqlitebin_knn` keeps each connection's chunks in memory between queries (see ARCHITECTURE.md), so the
-warm-up query fills that cache, much as faiss, usearch and NumPy hold their codes in memory from the start; the row
+Caveats: the `sqlitebin` index keeps its codes in memory between queries, one copy per process (see ARCHITECTURE.md),
+so the warm-up query fills that cache, much as faiss, usearch and NumPy hold their codes in memory from the start; the row
 scans (`ORDER BY hamming()`, `vec_distance_hamming()`) and `vec0` read SQLite pages on every query. usearch is
 measured through its exact brute-force search (no HNSW graph is built), which is its right tool for exact top-k but
-not what it is tuned for. The sqlitebin asymmetric scan also fetches the k results'
-codes to report their Hamming distance. Build times (not part of any ratio) are in the JSON output of `sqlitebin
+not what it is tuned for. Build times (not part of any ratio) are in the JSON output of `sqlitebin
 bench --json`.
 """
     if ingest:
@@ -346,7 +345,15 @@ without embedder (codes + int8 vectors).
 
 {ingest_table(ingest)}
 """
-    output.write_text(page.replace("\n\n\n", "\n\n"))
+    # The sections after this marker come from benchmarks with their own scripts (the index, the kernels,
+    # batches, keyword search, sharding): kept as they are when this page is regenerated.
+    kept = ""
+    if output.exists() and KEPT_MARKER in output.read_text(encoding="utf-8"):
+        kept = output.read_text(encoding="utf-8").split(KEPT_MARKER, 1)[1]
+    output.write_text(page.replace("\n\n\n", "\n\n").rstrip("\n") + "\n\n" + KEPT_MARKER + kept)
+
+
+KEPT_MARKER = "<!-- The sections below are written by hand from their own benchmark scripts. -->\n"
 
 
 def main(argv=None):
