@@ -164,8 +164,9 @@ cdef int build_prefilter(VectorTable *t, const SearchRequest *r, IdFilter *f) no
         rc = sqlite3_vtab_in_next(r.rowids, &value)
     if rc == SQLITE_DONE:
         rc = SQLITE_OK
-    if rc == SQLITE_OK:
+    if rc == SQLITE_OK and count > 1:  # an empty IN list leaves ids NULL, which qsort must not see
         qsort(ids, count, 8, compare_int64)
+    if rc == SQLITE_OK:
         for i in range(count):
             if unique == 0 or ids[i] != ids[unique - 1]:
                 ids[unique] = ids[i]
