@@ -159,6 +159,29 @@ def check_where(function, where):
     return where
 
 
+def check_ids(function, ids, count):
+    """Check document ids: a sequence of 64-bit integers (`count` of them, unique, when `count` is given).
+
+    One owner for these checks, shared by Collection and ShardedCollection.
+    """
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{function}: ids must be a sequence of integers, got {type(ids).__name__}")
+    checked = []
+    for position, value in enumerate(ids):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{function}: ids must be integers; id {position} is {value!r}")
+        if not -(2**63) <= int(value) < 2**63:
+            raise InvalidArgument(f"{function}: id {position} ({value}) does not fit in 64 bits")
+        checked.append(int(value))
+    if count is not None and len(checked) != count:
+        raise InvalidArgument(f"{function}: got {len(checked)} ids for {count} documents")
+    if count is not None and len(set(checked)) != len(checked):
+        raise InvalidArgument(f"{function}: ids must be unique")
+    return checked
+
+
 def check_documents(function, texts, vectors, dim, has_embedder, name, embedder_name):
     """Check what add()/upsert() were given: (texts as a list or None, vectors as float32 or None, count).
 
@@ -256,7 +279,7 @@ class Collection:
 
     def delete(self, ids):
         """Delete documents by id (their index rows and text index entries go with them); return how many existed."""
-        ids = self._check_ids("Collection.delete()", ids, None)
+        ids = check_ids("Collection.delete()", ids, None)
         if not ids:
             return 0
         with transaction(self.conn):
@@ -267,7 +290,7 @@ class Collection:
 
     def get(self, ids):
         """Fetch documents by id as Hits with score 1.0 and no distance, in the order given; missing ids are skipped."""
-        ids = self._check_ids("Collection.get()", ids, None)
+        ids = check_ids("Collection.get()", ids, None)
         rows = {
             row[0]: row
             for row in self.conn.execute(
@@ -280,7 +303,7 @@ class Collection:
     def vectors(self, ids):
         """The stored vectors of these documents as an (n, dim) float32 array, in the order given
         (exact for float32, dequantized for int8, the signs / sqrt(dim) for none); missing ids raise KeyError."""
-        ids = self._check_ids("Collection.vectors()", ids, None)
+        ids = check_ids("Collection.vectors()", ids, None)
         rows = dict(self.conn.execute(
             f"SELECT rowid, vector FROM {self.tables.index} WHERE rowid IN (SELECT value FROM json_each(?))",
             (json.dumps(ids),)).fetchall())
@@ -295,29 +318,11 @@ class Collection:
             (json.dumps(ids),),
         ).fetchall()[0][0]
 
-    def _check_ids(self, function, ids, count):
-        if ids is None:
-            return None
-        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
-            raise TypeError(f"{function}: ids must be a sequence of integers, got {type(ids).__name__}")
-        checked = []
-        for position, value in enumerate(ids):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{function}: ids must be integers; id {position} is {value!r}")
-            if not -(2**63) <= int(value) < 2**63:
-                raise InvalidArgument(f"{function}: id {position} ({value}) does not fit in 64 bits")
-            checked.append(int(value))
-        if count is not None and len(checked) != count:
-            raise InvalidArgument(f"{function}: got {len(checked)} ids for {count} documents")
-        if count is not None and len(set(checked)) != len(checked):
-            raise InvalidArgument(f"{function}: ids must be unique")
-        return checked
-
     def _write(self, function, texts, vectors, ids, metadata, batch_size, progress, replace):
         batch_size = _check_int(function, "batch_size", batch_size, 1, 1_000_000)
         texts, vectors, count = check_documents(function, texts, vectors, self.dim, self.embedder is not None,
                                                 self.name, self.embedder_name)
-        ids = self._check_ids(function, ids, count)
+        ids = check_ids(function, ids, count)
         metadata_json = _dump_metadata(function, metadata, count)
         if count == 0:
             return []

@@ -18,7 +18,6 @@ where Datasette's sqlite3 module cannot load extensions.
 import asyncio
 import json
 import os
-import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -29,7 +28,7 @@ from datasette.utils.asgi import NotFound, Response
 
 from .collection import DEFAULT_K, MODES
 from .database import connect
-from .extension import load
+from .extension import load_or_warn
 
 MAX_K = 100  # results on one page
 SNIPPET_CHARACTERS = 200
@@ -43,12 +42,7 @@ _warned = []
 @hookimpl
 def prepare_connection(conn):
     """Load the extension into each connection Datasette opens."""
-    try:
-        load(conn)
-    except RuntimeError as error:
-        if not _warned:
-            _warned.append(True)
-            print(f"sqlitebin: {error}; the search pages still work", file=sys.stderr)
+    load_or_warn(conn, _warned, "; the search pages still work")
 
 
 @hookimpl

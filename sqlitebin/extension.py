@@ -20,6 +20,7 @@ This module needs only the standard library, so it can be used on its own.
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 
@@ -147,3 +148,16 @@ def _copies_directory(source):
             _copy_root = root
         return _copy_root
 
+
+def load_or_warn(conn, warned, note=""):
+    """Load the extension into a connection a plugin's host opened (Datasette, sqlite-utils).
+
+    Where that Python's sqlite3 module cannot load extensions, print one warning to stderr (once per
+    `warned` list) instead of failing the host.
+    """
+    try:
+        load(conn)
+    except RuntimeError as error:
+        if not warned:
+            warned.append(True)
+            print(f"sqlitebin: {error}{note}", file=sys.stderr)

@@ -51,6 +51,7 @@ from .collection import (
     _dump_metadata,
     _load_metadata,
     check_documents,
+    check_ids,
     check_where,
 )
 from .database import Database, embedder_for
@@ -405,7 +406,7 @@ class ShardedCollection:
         batch_size = _check_int(function, "batch_size", batch_size, 1, 1_000_000)
         texts, vectors, count = check_documents(function, texts, vectors, self.dim, self._embedder_spec is not None,
                                                 self.name, self.embedder_name)
-        ids = _check_ids(function, ids, count)
+        ids = check_ids(function, ids, count)
         metadata = list(metadata) if metadata is not None and not isinstance(metadata, dict) else metadata
         _dump_metadata(function, metadata, count)  # validation only; each shard stores its own part
         if count == 0:
@@ -476,12 +477,12 @@ class ShardedCollection:
 
     def delete(self, ids):
         """Delete documents by id; return how many existed."""
-        ids = _check_ids("ShardedCollection.delete()", ids, None)
+        ids = check_ids("ShardedCollection.delete()", ids, None)
         return sum(self._run("delete", self._routed(_shard_delete, ids)))
 
     def get(self, ids):
         """Fetch documents by id as Hits (score 1.0, no distance) in the order given; missing ids are skipped."""
-        ids = _check_ids("ShardedCollection.get()", ids, None)
+        ids = check_ids("ShardedCollection.get()", ids, None)
         found = {hit.id: hit for hits in self._run("get", self._routed(_shard_get, ids)) for hit in hits}
         return [found[i] for i in ids if i in found]
 
@@ -590,22 +591,3 @@ def _check_client(function, client):
     Client = _client_type()
     if not isinstance(client, Client):
         raise TypeError(f"{function}: client must be a dask.distributed.Client, got {type(client).__name__}")
-
-
-def _check_ids(function, ids, count):
-    if ids is None:
-        return None
-    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
-        raise TypeError(f"{function}: ids must be a sequence of integers, got {type(ids).__name__}")
-    checked = []
-    for position, value in enumerate(ids):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{function}: ids must be integers; id {position} is {value!r}")
-        if not -(2**63) <= int(value) < 2**63:
-            raise ValueError(f"{function}: id {position} ({value}) does not fit in 64 bits")
-        checked.append(int(value))
-    if count is not None and len(checked) != count:
-        raise ValueError(f"{function}: got {len(checked)} ids for {count} documents")
-    if count is not None and len(set(checked)) != len(checked):
-        raise ValueError(f"{function}: ids must be unique")
-    return checked

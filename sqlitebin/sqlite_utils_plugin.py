@@ -11,13 +11,12 @@ missing from `sqlite-utils query` (a warning says so once); the search command w
 regardless, since it reads the database through apsw.
 """
 
-import sys
 
 import click
 from sqlite_utils import hookimpl
 
 from . import cli as sqlitebin_cli
-from .extension import load
+from .extension import load_or_warn
 
 SEARCH_COMMAND = "sqlitebin-search"
 _warned = []
@@ -26,12 +25,7 @@ _warned = []
 @hookimpl
 def prepare_connection(conn):
     """Load the extension into each connection sqlite-utils opens."""
-    try:
-        load(conn)
-    except RuntimeError as error:
-        if not _warned:
-            _warned.append(True)
-            print(f"sqlitebin: {error}", file=sys.stderr)
+    load_or_warn(conn, _warned)
 
 
 class _SearchCommand(click.Command):
