@@ -456,48 +456,54 @@ static size_t sqlitebin_nibble_above_avx2(const uint8_t *blocked, size_t first, 
         _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(tables + 64 * (j) + 32))),   \
                             _mm512_and_si512(_mm512_loadu_si512(block + (j) * B), nibble)))
 
-/* As the AVX2 kernel, 64 codes a step in one register; 16-bit compares into masks. */
+/* The body both AVX-512 nibble kernels share: 64 codes a step in one register, 16-bit compares into
+ * masks; LOOKUP(j) gives the two table entries of code byte j for the 64 codes of `block`. */
+#define SQLITEBIN_NIBBLE_ABOVE_AVX512_BODY(LOOKUP)                                    \
+    const __m512i limit = _mm512_set1_epi16((short)(uint16_t)threshold);              \
+    size_t m = 0, end = first + count;                                                \
+    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)                            \
+        return 0;                                                                     \
+    for (size_t b = first / B; b * B < end; b++) {                                    \
+        const uint8_t *block = blocked + b * code_bytes * B;                          \
+        __m512i all = _mm512_setzero_si512(), odd = all;                              \
+        size_t j = 0;                                                                 \
+        _Pragma("GCC unroll 2")                                                   \
+        for (; j + 2 <= code_bytes; j += 2) {                                         \
+            /* Two code bytes' four entries add in 8 bits; widened once per pair. */  \
+            __m512i s = _mm512_add_epi8(LOOKUP(j), LOOKUP(j + 1));                    \
+            all = _mm512_add_epi16(all, s);                                           \
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));                     \
+        }                                                                             \
+        if (j < code_bytes) {                                                         \
+            __m512i s = LOOKUP(j);                                                    \
+            all = _mm512_add_epi16(all, s);                                           \
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));                     \
+        }                                                                             \
+        __m512i even = _mm512_sub_epi16(all, _mm512_slli_epi16(odd, 8));              \
+        uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);                    \
+        uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd, limit);                      \
+        if (!(pass_even | pass_odd))                                                  \
+            continue;                                                                 \
+        for (unsigned parity = 0; parity < 2; parity++) {                             \
+            uint32_t bits = parity ? pass_odd : pass_even;                            \
+            while (bits) {                                                            \
+                unsigned lane = (unsigned)__builtin_ctz(bits);                        \
+                bits &= bits - 1;                                                     \
+                size_t code = b * B + 2 * lane + parity;                              \
+                if (code >= first && code < end)                                      \
+                    out_index[m++] = (uint32_t)(code - first);                        \
+            }                                                                         \
+        }                                                                             \
+    }                                                                                 \
+    return m;
+
+/* As the AVX2 kernel, with VPSHUFB lookups (the nibbles masked). */
 __attribute__((target(SQLITEBIN_AVX512_TARGET)))
 static size_t sqlitebin_nibble_above_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                             const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
     const size_t B = SQLITEBIN_NIBBLE_BLOCK;
     const __m512i nibble = _mm512_set1_epi8(0x0f);
-    const __m512i limit = _mm512_set1_epi16((short)(uint16_t)threshold);
-    size_t m = 0, end = first + count;
-    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)
-        return 0;
-    for (size_t b = first / B; b * B < end; b++) {
-        const uint8_t *block = blocked + b * code_bytes * B;
-        __m512i all = _mm512_setzero_si512(), odd = all;
-        size_t j = 0;
-#pragma GCC unroll 2
-        for (; j + 2 <= code_bytes; j += 2) {
-            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_AVX512_LOOKUP(j), SQLITEBIN_NIBBLE_AVX512_LOOKUP(j + 1));
-            all = _mm512_add_epi16(all, s);
-            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
-        }
-        if (j < code_bytes) {
-            __m512i s = SQLITEBIN_NIBBLE_AVX512_LOOKUP(j);
-            all = _mm512_add_epi16(all, s);
-            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
-        }
-        __m512i even = _mm512_sub_epi16(all, _mm512_slli_epi16(odd, 8));
-        uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
-        uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd, limit);
-        if (!(pass_even | pass_odd))
-            continue;
-        for (unsigned parity = 0; parity < 2; parity++) {
-            uint32_t bits = parity ? pass_odd : pass_even;
-            while (bits) {
-                unsigned lane = (unsigned)__builtin_ctz(bits);
-                bits &= bits - 1;
-                size_t code = b * B + 2 * lane + parity;
-                if (code >= first && code < end)
-                    out_index[m++] = (uint32_t)(code - first);
-            }
-        }
-    }
-    return m;
+    SQLITEBIN_NIBBLE_ABOVE_AVX512_BODY(SQLITEBIN_NIBBLE_AVX512_LOOKUP)
 }
 
 /* With VBMI, VPERMB looks up 64-entry tables by the low 6 bits of each byte:
@@ -516,43 +522,7 @@ __attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
 static size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                                 const uint8_t *tables, uint32_t threshold, uint32_t *out_index) {
     const size_t B = SQLITEBIN_NIBBLE_BLOCK;
-    const __m512i limit = _mm512_set1_epi16((short)(uint16_t)threshold);
-    size_t m = 0, end = first + count;
-    if (threshold >= SQLITEBIN_NO_CANDIDATE || count == 0)
-        return 0;
-    for (size_t b = first / B; b * B < end; b++) {
-        const uint8_t *block = blocked + b * code_bytes * B;
-        __m512i all = _mm512_setzero_si512(), odd = all;
-        size_t j = 0;
-#pragma GCC unroll 2
-        for (; j + 2 <= code_bytes; j += 2) {
-            /* Two code bytes' four entries add in 8 bits; widened once per pair. */
-            __m512i s = _mm512_add_epi8(SQLITEBIN_NIBBLE_VBMI_LOOKUP(j), SQLITEBIN_NIBBLE_VBMI_LOOKUP(j + 1));
-            all = _mm512_add_epi16(all, s);
-            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
-        }
-        if (j < code_bytes) {
-            __m512i s = SQLITEBIN_NIBBLE_VBMI_LOOKUP(j);
-            all = _mm512_add_epi16(all, s);
-            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
-        }
-        __m512i even = _mm512_sub_epi16(all, _mm512_slli_epi16(odd, 8));
-        uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
-        uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd, limit);
-        if (!(pass_even | pass_odd))
-            continue;
-        for (unsigned parity = 0; parity < 2; parity++) {
-            uint32_t bits = parity ? pass_odd : pass_even;
-            while (bits) {
-                unsigned lane = (unsigned)__builtin_ctz(bits);
-                bits &= bits - 1;
-                size_t code = b * B + 2 * lane + parity;
-                if (code >= first && code < end)
-                    out_index[m++] = (uint32_t)(code - first);
-            }
-        }
-    }
-    return m;
+    SQLITEBIN_NIBBLE_ABOVE_AVX512_BODY(SQLITEBIN_NIBBLE_VBMI_LOOKUP)
 }
 
 static int sqlitebin_cpu_has_avx512vbmi(void) {
