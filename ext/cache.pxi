@@ -12,8 +12,17 @@
 # out of the list first, so no other connection can pick it up meanwhile. Otherwise the writer
 # lets go of it and reloads at its next search. Memory: 8 + code_bytes (+ 1/8) bytes per slot.
 #
+# The copy also keeps stored vectors for rescoring, a whole N_vectors row at a time, read the
+# first time a search rescores one of its slots: a later candidate in that row costs no B-tree
+# walk (reading one slot of a row means following its overflow pages, about 2 us a candidate).
+# Rows are added by searches, concurrently, with an atomic compare-and-swap (the loser frees
+# its copy); a queued vector write drops its row from the writer's own copy (pending_add). They
+# stop being added when the copy holds SQLITEBIN_VECTOR_CACHE_MB (default 1024) MiB of them;
+# 0 turns this off. Memory: up to vector_bytes per slot, once per process.
+#
 # Interface: cache_for_search, cache_before_write, cache_write_slot, cache_clear_slot,
-# cache_release; shared_cache_count for sqlitebin_debug().
+# cache_stored_vector, cache_prefetch_vector, cache_forget_vector, cache_release; shared_cache_count and
+# shared_cached_vector_bytes for sqlitebin_debug().
 
 cdef extern from *:
     """
@@ -22,14 +31,33 @@ cdef extern from *:
     static void *sqlitebin_shared_head = 0;
     #define sqlitebin_shared_lock() pthread_mutex_lock(&sqlitebin_shared_mutex)
     #define sqlitebin_shared_unlock() pthread_mutex_unlock(&sqlitebin_shared_mutex)
+    static inline uint8_t *sqlitebin_row_get(uint8_t **slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
+    static inline int sqlitebin_row_put(uint8_t **slot, uint8_t *row) {
+        uint8_t *expected = 0;
+        return __atomic_compare_exchange_n(slot, &expected, row, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    static inline int64_t sqlitebin_add64(int64_t *total, int64_t amount) {
+        return __atomic_add_fetch(total, amount, __ATOMIC_RELAXED);
+    }
     """
     void *sqlitebin_shared_head
     void sqlitebin_shared_lock() nogil
     void sqlitebin_shared_unlock() nogil
+    uint8_t *sqlitebin_row_get(uint8_t **slot) nogil
+    int sqlitebin_row_put(uint8_t **slot, uint8_t *row) nogil
+    int64_t sqlitebin_add64(int64_t *total, int64_t amount) nogil
+    void __builtin_prefetch(const void *address) nogil
 
 
 cdef void codes_free(CodeCache *cache) noexcept nogil:
+    cdef int64_t i
     chunk_data_free(&cache.data)
+    for i in range(cache.vector_row_capacity):
+        sqlite3_free(cache.vector_rows[i])
+    sqlite3_free(cache.vector_rows)
+    cache.vector_rows = NULL
+    cache.vector_row_capacity = 0
+    cache.vector_bytes_cached = 0
     cache.loaded = False
     cache.generation = 0
     cache.capacity_chunks = 0
@@ -51,8 +79,12 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
             or grow_array(<void**>&d.codes, size * t.code_bytes * old, size * t.code_bytes * capacity)
             or grow_array(<void**>&d.validity, size // 8 * old, size // 8 * capacity)
             or (d.blocked != NULL and grow_array(<void**>&d.blocked, size * t.code_bytes * old,
-                                                 size * t.code_bytes * capacity))):
+                                                 size * t.code_bytes * capacity))
+            or (t.vector_bytes > 0 and grow_array(<void**>&cache.vector_rows, 8 * cache.vector_row_capacity,
+                                                  8 * (capacity * size // VECTORS_PER_ROW)))):
         return SQLITE_NOMEM
+    if t.vector_bytes > 0:
+        cache.vector_row_capacity = capacity * size // VECTORS_PER_ROW
     # The scan streams through both: ask for huge pages (only advice; a no-op where unsupported).
     sqlitebin_advise_huge_pages(d.codes, size * t.code_bytes * capacity)
     if d.blocked != NULL:
@@ -171,6 +203,19 @@ cdef int shared_cache_count() noexcept nogil:
     return count
 
 
+cdef int64_t shared_cached_vector_bytes() noexcept nogil:
+    """Stored vectors held by every listed copy, for sqlitebin_debug()."""
+    cdef int64_t total = 0
+    cdef SharedCodes *entry
+    sqlitebin_shared_lock()
+    entry = <SharedCodes*>sqlitebin_shared_head
+    while entry != NULL:
+        total += sqlitebin_add64(&entry.codes.vector_bytes_cached, 0)
+        entry = entry.next
+    sqlitebin_shared_unlock()
+    return total
+
+
 cdef char *shared_key(VectorTable *t) noexcept nogil:
     cdef const char *file = sqlite3_db_filename(t.db, t.schema)
     if file == NULL or file[0] == 0:
@@ -218,7 +263,9 @@ cdef int cache_load(VectorTable *t, int64_t generation) noexcept nogil:
     memset(entry, 0, sizeof(SharedCodes))
     entry.key = key
     entry.references = 1
-    rc = storage_load_chunks(t, &entry.codes)
+    rc = vector_cache_budget(t, &entry.codes.vector_budget)
+    if rc == SQLITE_OK:
+        rc = storage_load_chunks(t, &entry.codes)
     if rc == SQLITE_OK:
         rc = codes_transpose(&entry.codes, t)
     if rc != SQLITE_OK:
@@ -328,3 +375,89 @@ cdef int cache_write_slot(VectorTable *t, int64_t location, int64_t rowid, const
 cdef void cache_clear_slot(VectorTable *t, int64_t location) noexcept nogil:
     if t.shared != NULL and location // t.chunk_size < t.shared.codes.data.chunk_count:
         t.shared.codes.data.validity[location >> 3] &= <uint8_t>~(0x80 >> (location & 7))
+
+
+cdef int vector_cache_budget(VectorTable *t, int64_t *budget) noexcept nogil:
+    """SQLITEBIN_VECTOR_CACHE_MB in bytes (default 1024 MiB); a value that is not a whole number
+    of MiB fails the search with one sentence."""
+    cdef const char *setting = getenv("SQLITEBIN_VECTOR_CACHE_MB")
+    cdef int64_t megabytes = 0
+    cdef int i = 0
+    budget[0] = <int64_t>1024 * 1024 * 1024
+    if setting == NULL:
+        return SQLITE_OK
+    while setting[i] >= 48 and setting[i] <= 57 and i < 12:  # '0'..'9'
+        megabytes = megabytes * 10 + (setting[i] - 48)
+        i += 1
+    if i == 0 or setting[i] != 0:
+        return table_fail(t, sqlite3_mprintf(
+            "sqlitebin: SQLITEBIN_VECTOR_CACHE_MB must be a whole number of MiB (0 turns the vector cache off), "
+            "not '%s'", setting))
+    budget[0] = megabytes * 1024 * 1024
+    return SQLITE_OK
+
+
+cdef int cache_stored_vector(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *buffer,
+                             const uint8_t **vector) noexcept nogil:
+    """Point `vector` at the stored rescoring vector of `location`: in the cached copy of its
+    N_vectors row (read whole and kept when the budget allows), else read into `buffer`."""
+    cdef CodeCache *cache = &t.shared.codes if t.shared != NULL else NULL
+    cdef int64_t row = location // VECTORS_PER_ROW, row_bytes = <int64_t>VECTORS_PER_ROW * t.vector_bytes
+    cdef uint8_t *data = NULL
+    cdef uint8_t *fresh
+    cdef int rc
+    if cache != NULL and row < cache.vector_row_capacity:
+        data = sqlitebin_row_get(&cache.vector_rows[row])
+        if data == NULL and sqlitebin_add64(&cache.vector_bytes_cached, 0) + row_bytes <= cache.vector_budget:
+            fresh = <uint8_t*>sqlite3_malloc64(row_bytes)
+            if fresh == NULL:
+                return SQLITE_NOMEM
+            rc = blob_at(t, &reader.blob, &reader.row, "vectors", "vectors", row, 0)
+            if rc == SQLITE_OK:
+                rc = sqlite3_blob_read(reader.blob, fresh, <int>row_bytes, 0)
+            if rc != SQLITE_OK:
+                sqlite3_free(fresh)
+                return table_sqlite_fail(t, rc)
+            if sqlitebin_row_put(&cache.vector_rows[row], fresh):
+                sqlitebin_add64(&cache.vector_bytes_cached, row_bytes)
+                data = fresh
+            else:  # another search kept the same row first
+                sqlite3_free(fresh)
+                data = sqlitebin_row_get(&cache.vector_rows[row])
+    if data != NULL:
+        vector[0] = data + (location % VECTORS_PER_ROW) * t.vector_bytes
+        return SQLITE_OK
+    vector[0] = buffer
+    return read_stored_vector(t, reader, location, buffer)
+
+
+cdef void cache_forget_vector(VectorTable *t, int64_t location) noexcept nogil:
+    """A vector write is queued for `location`: drop its row from the table's own copy (a
+    writer holds its copy alone, cache_before_write), so the next search reads it again."""
+    cdef CodeCache *cache
+    cdef int64_t row = location // VECTORS_PER_ROW
+    if t.shared == NULL:
+        return
+    cache = &t.shared.codes
+    if row < cache.vector_row_capacity and cache.vector_rows[row] != NULL:
+        sqlite3_free(cache.vector_rows[row])
+        cache.vector_rows[row] = NULL
+        sqlitebin_add64(&cache.vector_bytes_cached, -(<int64_t>VECTORS_PER_ROW * t.vector_bytes))
+
+
+cdef void cache_prefetch_vector(VectorTable *t, int64_t location) noexcept nogil:
+    """Ask the CPU for a cached stored vector ahead of its use (rescoring reads candidates in
+    location order, so each lands in a different row: a cache miss each without this)."""
+    cdef CodeCache *cache = &t.shared.codes if t.shared != NULL else NULL
+    cdef int64_t row = location // VECTORS_PER_ROW, offset
+    cdef const uint8_t *data
+    if cache == NULL or row >= cache.vector_row_capacity:
+        return
+    data = sqlitebin_row_get(&cache.vector_rows[row])
+    if data == NULL:
+        return
+    data += (location % VECTORS_PER_ROW) * t.vector_bytes
+    offset = 0
+    while offset < t.vector_bytes:
+        __builtin_prefetch(data + offset)
+        offset += 64

@@ -195,9 +195,9 @@ cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexce
                 "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline"))
     cdef char *text = sqlite3_mprintf(
         "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\ncpu_features=%s\nidle_cpus=%ld\n"
-        "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\nshared_code_caches=%d",
+        "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\nshared_code_caches=%d\ncached_vector_bytes=%lld",
         SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, features, sqlitebin_idle_cpus(), SQLITE_VERSION,
-        sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count())
+        sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count(), shared_cached_vector_bytes())
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return

@@ -55,6 +55,13 @@ ctypedef struct CodeCache:
     int64_t generation
     bint loaded
     int64_t capacity_chunks
+    # Stored vectors for rescoring, one N_vectors row (VECTORS_PER_ROW slots) per entry, read
+    # from disk the first time a search needs one of its slots (NULL until then) while the
+    # copy holds less than vector_budget bytes of them (cache.pxi).
+    uint8_t **vector_rows
+    int64_t vector_row_capacity
+    int64_t vector_bytes_cached    # changed atomically: concurrent searches fill rows
+    int64_t vector_budget
 
 ctypedef struct SharedCodes:
     CodeCache codes
@@ -526,6 +533,8 @@ cdef int pending_add(VectorTable *t, int64_t location, int kind, int64_t rowid,
     entry.sequence = t.sequence
     entry.data_index = t.pending_count
     t.sequence += 1
+    if kind & WRITE_VECTOR:
+        cache_forget_vector(t, location)
     if kind & WRITE_CODE:
         memcpy(t.pending_data + t.pending_count * width, code, t.code_bytes)
     if kind & WRITE_VECTOR:
