@@ -134,18 +134,14 @@ def run(argv):
         conn = open_connection(path)
         kernels = dict(line.split("=", 1) for line in conn.execute("SELECT sqlitebin_debug()").fetchall()[0][0].splitlines())
         print(f"Kernels: popcount={kernels.get('popcount')} asymmetric={kernels.get('asymmetric_scan')}")
-        codes = np.empty((args.n, DIM // 8), dtype=np.uint8)
-        ids = np.empty(args.n, dtype=np.int64)
-        # The same codes for faiss, read back through the table's own shadow table (slot order).
-        chunks = conn.execute("SELECT ids, codes, validity FROM idx_chunks ORDER BY chunk_id").fetchall()
-        position = 0
-        for chunk_ids, chunk_codes, validity in chunks:
-            live = np.unpackbits(np.frombuffer(validity, np.uint8)).astype(bool)
-            chunk_ids = np.frombuffer(chunk_ids, "<i8")[live]
-            chunk_codes = np.frombuffer(chunk_codes, np.uint8).reshape(-1, DIM // 8)[live]
-            codes[position:position + len(chunk_ids)] = chunk_codes
-            ids[position:position + len(chunk_ids)] = chunk_ids
-            position += len(chunk_ids)
+        # The same codes for faiss, read back through the table's own shadow tables (slot order): the
+        # codes from the chunks, each slot's rowid from idx_rowids.
+        slot_codes = np.concatenate([np.frombuffer(c, np.uint8).reshape(-1, DIM // 8)
+                                     for (c,) in conn.execute("SELECT codes FROM idx_chunks ORDER BY chunk_id")])
+        pairs = np.array(conn.execute("SELECT rowid, location FROM idx_rowids ORDER BY location").fetchall(),
+                         dtype=np.int64).reshape(-1, 2)
+        ids, codes = pairs[:, 0], slot_codes[pairs[:, 1]]
+        position = len(ids)
         index = faiss.IndexBinaryFlat(DIM)
         index.add(codes[:position])
         query_codes = np.packbits(queries > 0, axis=1)

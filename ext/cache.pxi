@@ -81,10 +81,10 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
             or (d.blocked != NULL and grow_array(<void**>&d.blocked, size * t.code_bytes * old,
                                                  size * t.code_bytes * capacity))
             or (t.vector_bytes > 0 and grow_array(<void**>&cache.vector_rows, 8 * cache.vector_row_capacity,
-                                                  8 * (capacity * size // VECTORS_PER_ROW)))):
+                                                  8 * vector_rows_for(t, capacity * size)))):
         return SQLITE_NOMEM
     if t.vector_bytes > 0:
-        cache.vector_row_capacity = capacity * size // VECTORS_PER_ROW
+        cache.vector_row_capacity = vector_rows_for(t, capacity * size)
     # The scan streams through both: ask for huge pages (only advice; a no-op where unsupported).
     sqlitebin_advise_huge_pages(d.codes, size * t.code_bytes * capacity)
     if d.blocked != NULL:
@@ -92,6 +92,10 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
     d.code_bytes = t.code_bytes
     cache.capacity_chunks = capacity
     return SQLITE_OK
+
+
+cdef int64_t vector_rows_for(VectorTable *t, int64_t slots) noexcept nogil:
+    return (slots + t.vectors_per_row - 1) // t.vectors_per_row
 
 
 cdef int grow_array(void **array, int64_t old_bytes, int64_t new_bytes) noexcept nogil:
@@ -402,7 +406,7 @@ cdef int cache_stored_vector(VectorTable *t, VectorReader *reader, int64_t locat
     """Point `vector` at the stored rescoring vector of `location`: in the cached copy of its
     N_vectors row (read whole and kept when the budget allows), else read into `buffer`."""
     cdef CodeCache *cache = &t.shared.codes if t.shared != NULL else NULL
-    cdef int64_t row = location // VECTORS_PER_ROW, row_bytes = <int64_t>VECTORS_PER_ROW * t.vector_bytes
+    cdef int64_t row = location // t.vectors_per_row, row_bytes = t.vectors_per_row * t.vector_bytes
     cdef uint8_t *data = NULL
     cdef uint8_t *fresh
     cdef int rc
@@ -425,7 +429,7 @@ cdef int cache_stored_vector(VectorTable *t, VectorReader *reader, int64_t locat
                 sqlite3_free(fresh)
                 data = sqlitebin_row_get(&cache.vector_rows[row])
     if data != NULL:
-        vector[0] = data + (location % VECTORS_PER_ROW) * t.vector_bytes
+        vector[0] = data + (location % t.vectors_per_row) * t.vector_bytes
         return SQLITE_OK
     vector[0] = buffer
     return read_stored_vector(t, reader, location, buffer)
@@ -435,28 +439,28 @@ cdef void cache_forget_vector(VectorTable *t, int64_t location) noexcept nogil:
     """A vector write is queued for `location`: drop its row from the table's own copy (a
     writer holds its copy alone, cache_before_write), so the next search reads it again."""
     cdef CodeCache *cache
-    cdef int64_t row = location // VECTORS_PER_ROW
+    cdef int64_t row = location // t.vectors_per_row
     if t.shared == NULL:
         return
     cache = &t.shared.codes
     if row < cache.vector_row_capacity and cache.vector_rows[row] != NULL:
         sqlite3_free(cache.vector_rows[row])
         cache.vector_rows[row] = NULL
-        sqlitebin_add64(&cache.vector_bytes_cached, -(<int64_t>VECTORS_PER_ROW * t.vector_bytes))
+        sqlitebin_add64(&cache.vector_bytes_cached, -(t.vectors_per_row * t.vector_bytes))
 
 
 cdef void cache_prefetch_vector(VectorTable *t, int64_t location) noexcept nogil:
     """Ask the CPU for a cached stored vector ahead of its use (rescoring reads candidates in
     location order, so each lands in a different row: a cache miss each without this)."""
     cdef CodeCache *cache = &t.shared.codes if t.shared != NULL else NULL
-    cdef int64_t row = location // VECTORS_PER_ROW, offset
+    cdef int64_t row = location // t.vectors_per_row, offset
     cdef const uint8_t *data
     if cache == NULL or row >= cache.vector_row_capacity:
         return
     data = sqlitebin_row_get(&cache.vector_rows[row])
     if data == NULL:
         return
-    data += (location % VECTORS_PER_ROW) * t.vector_bytes
+    data += (location % t.vectors_per_row) * t.vector_bytes
     offset = 0
     while offset < t.vector_bytes:
         __builtin_prefetch(data + offset)

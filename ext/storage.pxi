@@ -2,9 +2,16 @@
 #
 #   N_config(key TEXT PRIMARY KEY, value) WITHOUT ROWID   options, ranges, generation, next_location
 #   N_chunks(chunk_id INTEGER PRIMARY KEY, validity BLOB, ids BLOB, codes BLOB)
-#   N_vectors(block_id INTEGER PRIMARY KEY, vectors BLOB)  VECTORS_PER_ROW slots per row
+#   N_vectors(block_id INTEGER PRIMARY KEY, vectors BLOB)  vectors_per_row slots per row
 #   N_rowids(rowid INTEGER PRIMARY KEY, location INTEGER)
 #   N_calibration(rowid INTEGER PRIMARY KEY, vector BLOB)  int8: float32 rows until calibrated
+#
+# Storage format 2 (written since 0.2.0): N_rowids is the only record of a slot's rowid (the
+# `ids` BLOB of a chunk is empty; the code cache rebuilds the ids from N_rowids when it loads),
+# and N_vectors rows hold `vectors_per_row` vectors, chosen at CREATE for the database's page
+# size so the rows fill their pages (66 int8 256-d vectors on 4 KiB pages: 257 bytes a vector).
+# Format 1 (0.2.0 development versions) kept each rowid in its chunk too, 64 vectors a row;
+# such tables are read and written in their own format.
 #
 # A row lives at location = chunk_id * chunk_size + slot. Slots are handed out in order
 # (next_location) and reused only by 'optimize', so every chunk but the last is full.
@@ -14,12 +21,14 @@
 # a bulk load then writes each chunk once, in a few large blob writes.
 
 cdef enum:
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2          # the format CREATE writes; 1 is read and written too
+    FORMAT_CHUNK_IDS = 1        # the format whose chunks also hold each slot's rowid
+    FORMAT1_VECTORS_PER_ROW = 64
+    MAX_VECTORS_PER_ROW = 128
     RESCORE_INT8 = 0
     RESCORE_FLOAT32 = 1
     RESCORE_NONE = 2
     RESCORE_BITS = 3            # a search-time choice only
-    VECTORS_PER_ROW = 64
     PENDING_LIMIT = 65536       # slot writes queued before a flush
     # What a pending entry writes.
     WRITE_ID = 1
@@ -55,7 +64,7 @@ ctypedef struct CodeCache:
     int64_t generation
     bint loaded
     int64_t capacity_chunks
-    # Stored vectors for rescoring, one N_vectors row (VECTORS_PER_ROW slots) per entry, read
+    # Stored vectors for rescoring, one N_vectors row (vectors_per_row slots) per entry, read
     # from disk the first time a search needs one of its slots (NULL until then) while the
     # copy holds less than vector_budget bytes of them (cache.pxi).
     uint8_t **vector_rows
@@ -79,6 +88,8 @@ ctypedef struct VectorTable:
     int code_bytes
     int rescore               # what is stored: RESCORE_INT8, RESCORE_FLOAT32 or RESCORE_NONE
     int vector_bytes          # stored bytes per vector (dim, 4 * dim or 0)
+    int format                # storage format: FORMAT_VERSION, or FORMAT_CHUNK_IDS
+    int64_t vectors_per_row   # slots per N_vectors row
     int64_t chunk_size
     int64_t calibration_rows
     uint8_t *thresholds       # 4 * dim bytes of float32, or NULL for zeros
@@ -314,6 +325,10 @@ cdef int storage_create(VectorTable *t) noexcept nogil:
                                          t.schema, t.name))
     if rc == SQLITE_OK:
         rc = config_set_int(t, "format", FORMAT_VERSION)
+    if rc == SQLITE_OK and t.vector_bytes > 0:
+        rc = choose_vectors_per_row(t)
+    if rc == SQLITE_OK and t.vector_bytes > 0:
+        rc = config_set_int(t, "vectors_per_row", t.vectors_per_row)
     if rc == SQLITE_OK:
         rc = config_set_int(t, "dim", t.dim)
     if rc == SQLITE_OK:
@@ -343,9 +358,10 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
     """xConnect: the options written by storage_create."""
     cdef int64_t format = 0, dim = 0, rescore = -1, chunk_size = 0, calibration_rows = 0
     cdef int rc = config_get_int(t, "format", &format)
-    if rc == SQLITE_OK and format != FORMAT_VERSION:
+    if rc == SQLITE_OK and format != FORMAT_VERSION and format != FORMAT_CHUNK_IDS:
         return table_fail(t, sqlite3_mprintf("sqlitebin: %s was made by a newer sqlitebin (storage format %lld; "
-                                             "this one reads format %d)", t.name, format, <int>FORMAT_VERSION))
+                                             "this one reads formats 1 and %d)", t.name, format, <int>FORMAT_VERSION))
+    t.format = <int>format
     if rc == SQLITE_OK:
         rc = config_get_int(t, "dim", &dim)
     if rc == SQLITE_OK:
@@ -362,7 +378,51 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
                                       t.name, dim, rescore, chunk_size))
         return SQLITE_CORRUPT_VTAB
     table_set_shape(t, <int>dim, <int>rescore, chunk_size, calibration_rows)
+    if t.format == FORMAT_VERSION and t.vector_bytes > 0:
+        rc = config_get_int(t, "vectors_per_row", &t.vectors_per_row)
+        if rc == SQLITE_OK and (t.vectors_per_row < 1 or t.vectors_per_row > MAX_VECTORS_PER_ROW):
+            table_fail(t, sqlite3_mprintf("sqlitebin: %s_config is damaged (vectors_per_row %lld)",
+                                          t.name, t.vectors_per_row))
+            rc = SQLITE_CORRUPT_VTAB
+        if rc != SQLITE_OK:
+            return rc
     return config_get_blob(t, "thresholds", 4 * t.dim, &t.thresholds)
+
+
+cdef int choose_vectors_per_row(VectorTable *t) noexcept nogil:
+    """The vectors per N_vectors row that waste the least of the pages they fill, from the
+    database's page size and SQLite's rules for spilling a row to overflow pages (a table
+    b-tree leaf keeps at most usable - 35 bytes of a row; a longer one keeps
+    min_local + (payload - min_local) % (usable - 4) bytes when that fits, else min_local)."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef char *sql = sqlite3_mprintf('PRAGMA "%w".page_size', t.schema)
+    cdef int rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
+    cdef int64_t usable = 4096, v, best = 1, payload, local, overflow, cell, per_page
+    cdef int64_t max_local, min_local
+    cdef double cost, best_cost = 1e300
+    sqlite3_free(sql)
+    if rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
+        usable = sqlite3_column_int64(stmt, 0)
+    sqlite3_finalize(stmt)
+    if rc != SQLITE_OK:
+        return table_sqlite_fail(t, rc)
+    max_local = usable - 35
+    min_local = (usable - 12) * 32 // 255 - 23
+    for v in range(1, MAX_VECTORS_PER_ROW + 1):
+        payload = v * t.vector_bytes + 5  # the record header: its size, NULL (the key), the BLOB's type
+        local, overflow = payload, 0
+        if payload > max_local:
+            local = min_local + (payload - min_local) % (usable - 4)
+            if local > max_local:
+                local = min_local
+            overflow = (payload - local + usable - 5) // (usable - 4)
+        cell = local + (4 if overflow > 0 else 0) + 3 + 9 + 2  # payload size, key, cell pointer (upper bounds)
+        per_page = (usable - 8) // cell
+        cost = (overflow + 1.0 / (per_page if per_page > 0 else 1)) / v
+        if cost < best_cost * 0.999:  # a smaller row unless a larger one is clearly better
+            best, best_cost = v, cost
+    t.vectors_per_row = best
+    return SQLITE_OK
 
 
 cdef void table_set_shape(VectorTable *t, int dim, int rescore, int64_t chunk_size, int64_t calibration_rows) noexcept nogil:
@@ -372,6 +432,7 @@ cdef void table_set_shape(VectorTable *t, int dim, int rescore, int64_t chunk_si
     t.vector_bytes = dim if rescore == RESCORE_INT8 else (4 * dim if rescore == RESCORE_FLOAT32 else 0)
     t.chunk_size = chunk_size
     t.calibration_rows = calibration_rows
+    t.vectors_per_row = FORMAT1_VECTORS_PER_ROW
 
 
 cdef int storage_load_state(VectorTable *t) noexcept nogil:
@@ -488,14 +549,14 @@ cdef int storage_new_slot(VectorTable *t, int64_t *location) noexcept nogil:
         if stmt != NULL:
             sqlite3_bind_int64(stmt, 1, next // t.chunk_size)
             sqlite3_bind_int64(stmt, 2, t.chunk_size // 8)
-            sqlite3_bind_int64(stmt, 3, t.chunk_size * 8)
+            sqlite3_bind_int64(stmt, 3, t.chunk_size * 8 if t.format == FORMAT_CHUNK_IDS else 0)
             sqlite3_bind_int64(stmt, 4, t.chunk_size * t.code_bytes)
         rc = step_done(t, stmt)
-    if rc == SQLITE_OK and t.vector_bytes > 0 and next % VECTORS_PER_ROW == 0:
+    if rc == SQLITE_OK and t.vector_bytes > 0 and next % t.vectors_per_row == 0:
         stmt = table_statement(t, ST_BLOCK_NEW)
         if stmt != NULL:
-            sqlite3_bind_int64(stmt, 1, next // VECTORS_PER_ROW)
-            sqlite3_bind_int64(stmt, 2, <int64_t>VECTORS_PER_ROW * t.vector_bytes)
+            sqlite3_bind_int64(stmt, 1, next // t.vectors_per_row)
+            sqlite3_bind_int64(stmt, 2, t.vectors_per_row * t.vector_bytes)
         rc = step_done(t, stmt)
     if rc == SQLITE_OK:
         location[0] = next
@@ -662,18 +723,19 @@ cdef int storage_flush(VectorTable *t) noexcept nogil:
     cdef int64_t largest = t.chunk_size * (8 if t.code_bytes < 8 else t.code_bytes)
     cdef uint8_t *buffer
     if t.pending_count > 0:
-        if VECTORS_PER_ROW * t.vector_bytes > largest:
-            largest = VECTORS_PER_ROW * t.vector_bytes
+        if t.vectors_per_row * t.vector_bytes > largest:
+            largest = t.vectors_per_row * t.vector_bytes
         buffer = <uint8_t*>sqlite3_malloc64(largest + 8)
         if buffer == NULL:
             return SQLITE_NOMEM
         if not pending_sorted(t):
             qsort(t.pending, t.pending_count, sizeof(PendingEntry), compare_pending)
-        rc = flush_column(t, WRITE_ID, "chunks", "ids", 8, t.chunk_size, 0, buffer)
+        if t.format == FORMAT_CHUNK_IDS:
+            rc = flush_column(t, WRITE_ID, "chunks", "ids", 8, t.chunk_size, 0, buffer)
         if rc == SQLITE_OK and t.code_bytes > 0:
             rc = flush_column(t, WRITE_CODE, "chunks", "codes", t.code_bytes, t.chunk_size, 0, buffer)
         if rc == SQLITE_OK and t.vector_bytes > 0:
-            rc = flush_column(t, WRITE_VECTOR, "vectors", "vectors", t.vector_bytes, VECTORS_PER_ROW,
+            rc = flush_column(t, WRITE_VECTOR, "vectors", "vectors", t.vector_bytes, t.vectors_per_row,
                               t.code_bytes, buffer)
         if rc == SQLITE_OK:
             rc = flush_validity(t, buffer)
@@ -697,11 +759,11 @@ ctypedef struct VectorReader:
 
 cdef int read_stored_vector(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
     """The stored rescoring vector (vector_bytes) of `location`."""
-    cdef int rc = blob_at(t, &reader.blob, &reader.row, "vectors", "vectors", location // VECTORS_PER_ROW, 0)
+    cdef int rc = blob_at(t, &reader.blob, &reader.row, "vectors", "vectors", location // t.vectors_per_row, 0)
     if rc != SQLITE_OK:
         return rc
     return table_sqlite_fail(t, sqlite3_blob_read(reader.blob, out, t.vector_bytes,
-                                                  <int>((location % VECTORS_PER_ROW) * t.vector_bytes)))
+                                                  <int>((location % t.vectors_per_row) * t.vector_bytes)))
 
 
 cdef int read_stored_code(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
@@ -759,7 +821,7 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
         rc = SQLITE_OK
         chunk_id = sqlite3_column_int64(stmt, 0)
         if (chunk_id != j or j >= chunks or sqlite3_column_bytes(stmt, 1) != t.chunk_size // 8
-                or sqlite3_column_bytes(stmt, 2) != t.chunk_size * 8
+                or sqlite3_column_bytes(stmt, 2) != (t.chunk_size * 8 if t.format == FORMAT_CHUNK_IDS else 0)
                 or sqlite3_column_bytes(stmt, 3) != t.chunk_size * t.code_bytes):
             table_fail(t, sqlite3_mprintf(
                 "sqlitebin: %s_chunks is damaged at chunk_id %lld (expected chunk %lld of %lld with %lld slots)",
@@ -767,7 +829,8 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
             rc = SQLITE_CORRUPT_VTAB
             break
         memcpy(cache.data.validity + j * (t.chunk_size // 8), sqlite3_column_blob(stmt, 1), t.chunk_size // 8)
-        memcpy(cache.data.ids + j * t.chunk_size, sqlite3_column_blob(stmt, 2), t.chunk_size * 8)
+        if t.format == FORMAT_CHUNK_IDS:
+            memcpy(cache.data.ids + j * t.chunk_size, sqlite3_column_blob(stmt, 2), t.chunk_size * 8)
         if t.code_bytes > 0:
             memcpy(cache.data.codes + j * t.chunk_size * t.code_bytes, sqlite3_column_blob(stmt, 3),
                    t.chunk_size * t.code_bytes)
@@ -779,6 +842,51 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
     elif rc == SQLITE_DONE:
         rc = SQLITE_OK
     sqlite3_finalize(stmt)
+    if rc == SQLITE_OK and t.format != FORMAT_CHUNK_IDS:
+        rc = check_rowids(t, &cache.data, True)
     if rc == SQLITE_OK:
         cache_set_extent(cache, t, chunks)
+    return table_sqlite_fail(t, rc)
+
+
+cdef int inconsistent(VectorTable *t, char *what) noexcept nogil:
+    table_fail(t, sqlite3_mprintf("sqlitebin: %s is inconsistent: %s", t.name, what))
+    sqlite3_free(what)
+    return SQLITE_CORRUPT_VTAB
+
+
+cdef int check_rowids(VectorTable *t, ChunkData *d, bint fill) noexcept nogil:
+    """Every N_rowids row points at its own live slot, and every live slot has one. Format 1:
+    the slot's id in the chunk must be the rowid; format 2 (`fill`): the rowid is put there."""
+    cdef sqlite3_stmt *stmt = NULL
+    cdef int64_t rowid, location, rows = 0, live = 0, p
+    cdef uint8_t *claimed = <uint8_t*>sqlite3_malloc64(t.next_location // 8 + 8)
+    cdef char *sql = sqlite3_mprintf('SELECT rowid, location FROM "%w"."%w_rowids"', t.schema, t.name)
+    cdef int rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL and claimed != NULL else SQLITE_NOMEM
+    sqlite3_free(sql)
+    if claimed != NULL:
+        memset(claimed, 0, t.next_location // 8 + 8)
+    while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
+        rowid = sqlite3_column_int64(stmt, 0)
+        location = sqlite3_column_int64(stmt, 1)
+        rows += 1
+        if location < 0 or location >= t.next_location:
+            rc = inconsistent(t, sqlite3_mprintf("rowid %lld has location %lld, outside 0 to %lld",
+                                                 rowid, location, t.next_location - 1))
+        elif not ((d.validity[location >> 3] << (location & 7)) & 0x80):
+            rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, whose slot is marked deleted",
+                                                 rowid, location))
+        elif (claimed[location >> 3] << (location & 7)) & 0x80 or (not fill and d.ids[location] != rowid):
+            rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, which holds rowid %lld",
+                                                 rowid, location, d.ids[location]))
+        else:
+            claimed[location >> 3] |= <uint8_t>(0x80 >> (location & 7))
+            d.ids[location] = rowid
+    sqlite3_finalize(stmt)
+    sqlite3_free(claimed)
+    for p in range(t.next_location if rc == SQLITE_OK else 0):
+        if (d.validity[p >> 3] << (p & 7)) & 0x80:
+            live += 1
+    if rc == SQLITE_OK and live != rows:
+        rc = inconsistent(t, sqlite3_mprintf("%lld slots are live but %s_rowids has %lld rows", live, t.name, rows))
     return table_sqlite_fail(t, rc)

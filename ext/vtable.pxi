@@ -98,6 +98,7 @@ cdef int vtab_create(sqlite3 *db, void *aux, int argc, const char *const *argv,
         sqlite3_free(o.ranges)
         return SQLITE_NOMEM
     table_set_shape(t, <int>o.dim, o.rescore, o.chunk_size, o.calibration_rows)
+    t.format = FORMAT_VERSION
     t.thresholds = o.thresholds
     t.ranges = o.ranges
     rc = declare_table(db, argv[2])

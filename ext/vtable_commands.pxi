@@ -234,7 +234,7 @@ cdef int optimize(VectorTable *t) noexcept nogil:
                                          t.schema, t.name, end // t.chunk_size))
     if rc == SQLITE_OK and t.vector_bytes > 0:
         rc = exec_sql(t, sqlite3_mprintf('DELETE FROM "%w"."%w_vectors" WHERE block_id >= %lld', t.schema, t.name,
-                                         (n + VECTORS_PER_ROW - 1) // VECTORS_PER_ROW))
+                                         (n + t.vectors_per_row - 1) // t.vectors_per_row))
     if rc == SQLITE_OK:
         t.next_location = n
         t.location_dirty = True
@@ -256,51 +256,18 @@ cdef int count_rows(VectorTable *t, const char *sql_format, int64_t *count) noex
     return table_sqlite_fail(t, rc)
 
 
-cdef int inconsistent(VectorTable *t, char *what) noexcept nogil:
-    table_fail(t, sqlite3_mprintf("sqlitebin: %s is inconsistent: %s", t.name, what))
-    sqlite3_free(what)
-    return SQLITE_CORRUPT_VTAB
-
-
-cdef int check_rowids(VectorTable *t, ChunkData *d, int64_t *live) noexcept nogil:
-    """Every N_rowids row points at a live slot holding its rowid."""
-    cdef sqlite3_stmt *stmt = NULL
-    cdef int64_t rowid, location
-    cdef char *sql = sqlite3_mprintf('SELECT rowid, location FROM "%w"."%w_rowids"', t.schema, t.name)
-    cdef int rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
-    sqlite3_free(sql)
-    live[0] = 0
-    while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
-        rowid = sqlite3_column_int64(stmt, 0)
-        location = sqlite3_column_int64(stmt, 1)
-        live[0] += 1
-        if location < 0 or location >= t.next_location:
-            rc = inconsistent(t, sqlite3_mprintf("rowid %lld has location %lld, outside 0 to %lld",
-                                                 rowid, location, t.next_location - 1))
-        elif not ((d.validity[location >> 3] << (location & 7)) & 0x80):
-            rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, whose slot is marked deleted",
-                                                 rowid, location))
-        elif d.ids[location] != rowid:
-            rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, which holds rowid %lld",
-                                                 rowid, location, d.ids[location]))
-    sqlite3_finalize(stmt)
-    return rc
-
-
 cdef int integrity_check(VectorTable *t) noexcept nogil:
     cdef CodeCache loaded
-    cdef int64_t live = 0, slots = 0, count = 0, p
+    cdef int64_t count = 0, live = 0, p
     cdef int rc = storage_flush(t)
     memset(&loaded, 0, sizeof(CodeCache))
     if rc == SQLITE_OK:
-        rc = storage_load_chunks(t, &loaded)  # checks the chunk rows themselves
-    if rc == SQLITE_OK:
-        rc = check_rowids(t, &loaded.data, &live)
+        rc = storage_load_chunks(t, &loaded)  # checks the chunk rows and (format 2) N_rowids
+    if rc == SQLITE_OK and t.format == FORMAT_CHUNK_IDS:
+        rc = check_rowids(t, &loaded.data, False)
     for p in range(t.next_location if rc == SQLITE_OK else 0):
         if (loaded.data.validity[p >> 3] << (p & 7)) & 0x80:
-            slots += 1
-    if rc == SQLITE_OK and slots != live:
-        rc = inconsistent(t, sqlite3_mprintf("%lld slots are live but %s_rowids has %lld rows", slots, t.name, live))
+            live += 1
     if rc == SQLITE_OK and t.vector_bytes > 0:
         rc = check_vector_rows(t)
     if rc == SQLITE_OK and t.rescore == RESCORE_INT8:
@@ -315,14 +282,14 @@ cdef int integrity_check(VectorTable *t) noexcept nogil:
 
 cdef int check_vector_rows(VectorTable *t) noexcept nogil:
     cdef sqlite3_stmt *stmt = NULL
-    cdef int64_t expected = (t.next_location + VECTORS_PER_ROW - 1) // VECTORS_PER_ROW, rows = 0, bad = -1
+    cdef int64_t expected = (t.next_location + t.vectors_per_row - 1) // t.vectors_per_row, rows = 0, bad = -1
     cdef char *sql = sqlite3_mprintf('SELECT block_id, length(vectors) FROM "%w"."%w_vectors" ORDER BY block_id',
                                      t.schema, t.name)
     cdef int rc = sqlite3_prepare_v2(t.db, sql, -1, &stmt, NULL) if sql != NULL else SQLITE_NOMEM
     sqlite3_free(sql)
     while rc == SQLITE_OK and sqlite3_step(stmt) == SQLITE_ROW:
         if bad < 0 and (sqlite3_column_int64(stmt, 0) != rows
-                        or sqlite3_column_int64(stmt, 1) != <int64_t>VECTORS_PER_ROW * t.vector_bytes):
+                        or sqlite3_column_int64(stmt, 1) != t.vectors_per_row * t.vector_bytes):
             bad = rows
         rows += 1
     sqlite3_finalize(stmt)
