@@ -8,8 +8,8 @@ import apsw
 import numpy as np
 import pytest
 
-import sqlitebin
 from test_vtable import F32, Oracle, blob, check
+from test_vtable_shared import connect
 
 DIM = 24
 
@@ -17,13 +17,6 @@ DIM = 24
 def cached_vector_bytes(conn):
     debug = dict(line.split("=", 1) for line in conn.execute("SELECT sqlitebin_debug()").fetchone()[0].splitlines())
     return int(debug["cached_vector_bytes"])
-
-
-def connect(path):
-    conn = apsw.Connection(path)
-    sqlitebin.load(conn)
-    conn.execute("PRAGMA journal_mode = WAL").fetchall()
-    return conn
 
 
 def fill(conn, oracle, vectors, rescore):
