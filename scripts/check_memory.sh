@@ -52,7 +52,8 @@ export LD_PRELOAD="$ASAN_RUNTIME $UBSAN_RUNTIME"
 # _mm512_storeu_si512), but the fake stack's frame lands on another 64-byte phase (32 bytes off, seen
 # with gdb) and the store faults: a SEGV at the store, not a memory error (a small C file with the same
 # pattern and no sqlitebin code faults the same way). So AVX-512 code in ext/ keeps no vector-stored
-# arrays on the stack (SQLITEBIN_EMIT8 reads lanes from the register), and the option stays on for all.
+# arrays on the stack (SQLITEBIN_EMIT8 reads lanes from the register), the option stays on for all, and
+# tests/test_kernels.py::test_kernels_run_on_the_fake_stack checks the kernels for it in every test run.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=1:log_path=$WORK/sanitizer"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$WORK/sanitizer"
 export PYTHONMALLOC=malloc          # Python's objects get ASan's red zones too
