@@ -299,17 +299,20 @@ static inline __m512i sqlitebin_code_counts_avx512(const uint8_t *c, const uint8
     return acc;
 }
 
-/* Emit the codes of an 8-code step whose lanes pass `mask`; lane p is code base + order[p]. */
+/* Emit the codes of an 8-code step whose lanes pass `mask`; lane p is code base + order[p].
+ * Lanes are read from the register (vpermq), not from a copy on the stack: GCC gives such a copy
+ * 64-byte alignment and an aligned store, which faults under AddressSanitizer's use-after-return
+ * mode, whose fake stack frames do not keep that alignment (see scripts/check_memory.sh). */
 #define SQLITEBIN_EMIT8(mask, distances, base, order)                                        \
     do {                                                                                     \
-        uint64_t d_[8];                                                                      \
+        const __m512i v_ = (distances);                                                      \
         unsigned mask_ = (mask);                                                             \
-        _mm512_storeu_si512(d_, (distances));                                                \
         while (mask_) {                                                                      \
             unsigned p_ = (unsigned)__builtin_ctz(mask_);                                    \
             mask_ &= mask_ - 1;                                                              \
             out_index[m] = (uint32_t)((base) + (order)[p_]);                                 \
-            out_distance[m] = (uint32_t)d_[p_];                                              \
+            out_distance[m] = (uint32_t)_mm_cvtsi128_si64(                                   \
+                _mm512_castsi512_si128(_mm512_permutexvar_epi64(_mm512_set1_epi64(p_), v_)));\
             m++;                                                                             \
         }                                                                                    \
     } while (0)

@@ -4,7 +4,8 @@ Two ways in. The kernels themselves, through tests/kernel_harness.c compiled int
 exports only its SQLite entry point): edge cases the SQL interface cannot reach, such as unaligned pointers, any
 threshold and any range of the scan-ready layout. And the `sqlitebin` virtual table, loaded
 with SQLITEBIN_POPCOUNT capping the kernel: results must match NumPy and be identical across levels. A level the
-CPU lacks is skipped, never run.
+CPU lacks is skipped, never run. Besides these, tests/kernel_fake_stack.c runs each vector kernel under
+AddressSanitizer's use-after-return mode, whose fake stack does not keep the alignment GCC may assume.
 """
 
 import ctypes
@@ -256,6 +257,26 @@ def test_hamming_below_many_queries(harness, level):
             m = int(counts[q])
             got = sorted(zip(index[q * count:q * count + m].tolist(), distance[q * count:q * count + m].tolist()))
             assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (code_bytes, q)
+
+
+def test_kernels_run_on_the_fake_stack(tmp_path):
+    """Every vector kernel under AddressSanitizer with detect_stack_use_after_return=1 (as scripts/check_memory.sh
+    runs): its fake stack does not keep 64-byte alignment, so a kernel keeping a vector-stored array on the stack
+    faults there (GCC turns the unaligned store into an aligned one). Built -O3, as the extension is."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the kernels")
+    program = str(tmp_path / "kernel_fake_stack")
+    build = subprocess.run([compiler, "-O3", "-fsanitize=address", "-I", EXT, os.path.join(HERE, "kernel_fake_stack.c"),
+                            "-o", program], capture_output=True, text=True)
+    if build.returncode:
+        pytest.skip(f"{compiler} cannot build with AddressSanitizer: {build.stderr.strip()[-300:]}")
+    env = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
+    env["ASAN_OPTIONS"] = "detect_stack_use_after_return=1:detect_leaks=0"
+    run = subprocess.run([program], capture_output=True, text=True, env=env)
+    if run.stdout.startswith("skip"):
+        pytest.skip(run.stdout.strip())
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("name", ["avx2", "avx512"])
