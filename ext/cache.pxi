@@ -31,6 +31,9 @@ cdef extern from *:
     static void *sqlitebin_shared_head = 0;
     #define sqlitebin_shared_lock() pthread_mutex_lock(&sqlitebin_shared_mutex)
     #define sqlitebin_shared_unlock() pthread_mutex_unlock(&sqlitebin_shared_mutex)
+    static pthread_cond_t sqlitebin_shared_loaded = PTHREAD_COND_INITIALIZER;
+    #define sqlitebin_shared_wait() pthread_cond_wait(&sqlitebin_shared_loaded, &sqlitebin_shared_mutex)
+    #define sqlitebin_shared_wake() pthread_cond_broadcast(&sqlitebin_shared_loaded)
     static inline uint8_t *sqlitebin_row_get(uint8_t **slot) { return __atomic_load_n(slot, __ATOMIC_ACQUIRE); }
     static inline int sqlitebin_row_put(uint8_t **slot, uint8_t *row) {
         uint8_t *expected = 0;
@@ -43,6 +46,8 @@ cdef extern from *:
     void *sqlitebin_shared_head
     void sqlitebin_shared_lock() nogil
     void sqlitebin_shared_unlock() nogil
+    void sqlitebin_shared_wait() nogil
+    void sqlitebin_shared_wake() nogil
     uint8_t *sqlitebin_row_get(uint8_t **slot) nogil
     int sqlitebin_row_put(uint8_t **slot, uint8_t *row) nogil
     int64_t sqlitebin_add64(int64_t *total, int64_t amount) nogil
@@ -246,42 +251,66 @@ cdef void cache_release(VectorTable *t) noexcept nogil:
     sqlitebin_shared_unlock()
 
 
+cdef SharedCodes *shared_find_loaded(const char *key, int64_t generation) noexcept nogil:
+    """(Under the lock.) The listed copy for `generation`, waiting while another table reads it
+    from disk; NULL when there is none, or when that read failed (the caller reads it itself)."""
+    cdef SharedCodes *entry = shared_find(key, generation)
+    while entry != NULL and entry.loading:
+        sqlitebin_shared_wait()  # the reference shared_find took keeps the entry alive
+    if entry != NULL and not entry.codes.loaded:  # unlisted by its loader
+        entry.references -= 1
+        if entry.references == 0:
+            shared_free(entry)
+        return NULL
+    return entry
+
+
 cdef int cache_load(VectorTable *t, int64_t generation) noexcept nogil:
-    """Find the copy for `generation` in the list, or read it from disk and list it."""
+    """Find the copy for `generation` in the list, or read it from disk and list it. The copy
+    is listed as loading first, so connections that search the same state at the same time
+    wait for one read instead of each reading (and holding) a copy of their own."""
     cdef char *key = shared_key(t)
     cdef SharedCodes *entry
     cdef int rc
     if key == NULL:
         return SQLITE_NOMEM
     sqlitebin_shared_lock()
-    entry = shared_find(key, generation)
-    sqlitebin_shared_unlock()
+    entry = shared_find_loaded(key, generation)
     if entry != NULL:
+        sqlitebin_shared_unlock()
         sqlite3_free(key)
         t.shared = entry
         return SQLITE_OK
     entry = <SharedCodes*>sqlite3_malloc64(sizeof(SharedCodes))
+    if entry != NULL:
+        memset(entry, 0, sizeof(SharedCodes))
+        entry.key = key
+        entry.references = 1
+        entry.loading = True
+        entry.codes.generation = generation
+        shared_link(entry)
+    sqlitebin_shared_unlock()
     if entry == NULL:
         sqlite3_free(key)
         return SQLITE_NOMEM
-    memset(entry, 0, sizeof(SharedCodes))
-    entry.key = key
-    entry.references = 1
     rc = vector_cache_budget(t, &entry.codes.vector_budget)
     if rc == SQLITE_OK:
         rc = storage_load_chunks(t, &entry.codes)
     if rc == SQLITE_OK:
         rc = codes_transpose(&entry.codes, t)
-    if rc != SQLITE_OK:
-        shared_free(entry)
-        return rc
-    entry.codes.loaded = True
-    entry.codes.generation = generation
     sqlitebin_shared_lock()
-    shared_link(entry)
+    entry.loading = False
+    entry.codes.loaded = rc == SQLITE_OK
+    if rc != SQLITE_OK:
+        shared_unlink(entry)
+        entry.references -= 1
+        if entry.references == 0:
+            shared_free(entry)
+        entry = NULL
+    sqlitebin_shared_wake()
     sqlitebin_shared_unlock()
     t.shared = entry
-    return SQLITE_OK
+    return rc
 
 
 cdef int cache_for_search(VectorTable *t, ChunkData **data) noexcept nogil:

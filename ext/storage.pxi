@@ -77,6 +77,7 @@ ctypedef struct SharedCodes:
     char *key               # database file (or connection, for memory databases) and table
     int references          # tables holding it; it is changed in place only by a sole holder
     bint linked             # findable in the process-wide list (by key and generation)
+    bint loading            # being read from disk by one table; others wait for it (cache_load)
     SharedCodes *next
 
 ctypedef struct VectorTable:

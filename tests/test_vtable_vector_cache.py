@@ -123,8 +123,11 @@ def test_threads_filling_the_same_rows_agree(tmp_path):
     expected = [oracle.search(q, k=10, oversample=40)[0] for q in queries]
     errors = []
 
+    start = threading.Barrier(4)
+
     def run(conn):
         try:
+            start.wait()  # the first searches race to load the same copy: one read, the others wait
             for q, want in zip(queries, expected):
                 got = conn.execute("SELECT rowid FROM idx WHERE vector MATCH ? AND k = 10 AND oversample = 40",
                                    (blob(q),)).fetchall()
