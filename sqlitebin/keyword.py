@@ -24,8 +24,8 @@ documents, in one SQL statement that runs in the `sqlite3` shell:
   a walk of their posting lists, and without reading the length of a document that cannot enter the top k. The
   frequent terms are found through `essential OR (essential AND (frequent))`: FTS5 seeks their lists to the
   documents at hand only. So every returned score is the exact BM25 of the document over the kept terms. When
-  fewer than k documents hold an essential term, the best of the others (scored by FTS5's `bm25()` over every
-  other term) fill the list, so k documents come back whenever k match. (Hybrid search takes a deeper keyword
+  fewer than k documents hold an essential term, the best of the others (scored the same way over every other
+  term) fill the list, so k documents come back whenever k match. (Hybrid search takes a deeper keyword
   list, 50, but fills it only up to k: the vectors bring the rest.)
 - A query made only of common terms scores the first `COMMON_ONLY_DOCUMENTS` (1,000) documents that match.
 - Work per query: the essential terms' posting lists, a seek in each frequent term's list per document found, and
@@ -165,6 +165,8 @@ def keyword_ctes(fts, documents, terms, where, limit):
         f"    group_concat(phrase, ' OR ') FILTER (WHERE frequent) AS frequent,\n"
         f"    group_concat(documents || iif(weight > 1, '*' || weight, ''), ' ') FILTER (WHERE frequent) AS frequent_counts,\n"
         f"    coalesce(group_concat(phrase, ' OR ') FILTER (WHERE NOT essential), '\"\"') AS others,\n"
+        f"    group_concat(coalesce(documents, '?') || iif(weight > 1, '*' || weight, ''), ' ') FILTER (WHERE NOT essential)\n"
+        f"      AS others_counts,\n"
         f"    coalesce(max(rarity = 1 AND kind = 'common'), 0) AS common_only\n"
         f"  FROM keyword_kept),\n"
         # The documents holding an essential term; the frequent terms, repeated under an AND, are looked up in
@@ -184,7 +186,8 @@ def keyword_ctes(fts, documents, terms, where, limit):
         f"  WHERE bm25 IS NOT NULL ORDER BY bm25, id LIMIT {limit}),\n"
         # Only when fewer than k documents hold an essential term: the best of the others, by all other terms
         # (k, not the hybrid keyword depth: there the vectors fill the list).
-        f"keyword_more AS MATERIALIZED (SELECT {fts}.rowid AS id, bm25({fts}) AS bm25\n"
+        f"keyword_more AS MATERIALIZED (SELECT {fts}.rowid AS id,\n"
+        f"    sqlitebin_bm25({fts}, 0, m.others_counts, (SELECT n FROM keyword_count)) AS bm25\n"
         f"  FROM keyword_match AS m, {fts} WHERE {fts} MATCH m.others\n"
         f"    AND (SELECT count(*) FROM keyword_found) < :sqlitebin_k\n"
         f"    AND {fts}.rowid NOT IN (SELECT id FROM keyword_found){filter_sql}\n"

@@ -111,10 +111,10 @@ class Oracle:
         kept = [t for t in terms if t in essential or 2 * self.documents(t) < self.count]
         candidates = set().union(*(self.tf.get(t, {}).keys() for t in essential))
         top = self.top(kept, k, candidates, weights)
-        if len(candidates) < k:  # then the best of the other documents, by all the other terms (unweighted)
+        if len(candidates) < k:  # then the best of the other documents, by all the other terms
             others = [t for t in terms if t not in essential]
             more = set().union(*(self.tf.get(t, {}).keys() for t in others)) - candidates
-            top = sorted(top + self.top(others, k, more), key=lambda item: (-item[1], item[0]))[:k]
+            top = sorted(top + self.top(others, k, more, weights), key=lambda item: (-item[1], item[0]))[:k]
         return top
 
 
@@ -144,6 +144,18 @@ def test_pruned_keyword_search_is_exact_bm25_over_the_kept_terms(sample):
     # What is approximated (documents with no rare term) changes little of a top 10.
     print(f"top 10 overlap with plain BM25 {np.mean(overlap):.3f}, same first hit {same_first / 150:.3f}")
     assert np.mean(overlap) >= 0.85 and same_first >= 0.95 * 150
+
+
+def test_fewer_than_k_documents_with_an_essential_term_are_filled_in(sample):
+    col, _ = sample
+    oracle = Oracle(col.conn, "s")
+    for text in ["zzxqv library library", "zzxqv qqwvb library audio files"]:
+        terms = tokens(col, text)
+        assert oracle.documents(terms[0]) == 0 and oracle.documents("librari") > 0.02 * oracle.count
+        hits = col.search(text, 10, mode="keyword")
+        expected = oracle.pruned_top(terms, 10, weights(col, text))
+        assert len(hits) == 10
+        assert [(h.id, pytest.approx(h.score, rel=1e-9)) for h in hits] == expected
 
 
 def test_hybrid_uses_the_same_keyword_top(sample):
