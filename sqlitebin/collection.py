@@ -520,7 +520,8 @@ class Collection:
         return keyword.keyword_ctes(t.fts, t.documents, t.keyword_terms, where, limit)
 
     def query_terms(self, text):
-        """The distinct terms keyword search looks for in `text`: [[token, phrase], ...] (see sqlitebin/keyword.py)."""
+        """The distinct terms keyword search looks for in `text`, each with its number of occurrences:
+        [[token, phrase, count], ...] (see sqlitebin/keyword.py)."""
         if self._tokenizer_spec is None:
             self._tokenizer_spec = keyword.tokenizer_spec(self.conn, self.name + "_fts")
         # A new tokenizer for each query: one kept past the connection's close would be freed by code

@@ -192,6 +192,9 @@ def test_term_table_follows_the_collection(tmp_path, monkeypatch):
         assert db.conn.execute("SELECT documents FROM t_keyword_terms WHERE term = ''").fetchall() == [(200,)]
         col.add([f"extra{i}" for i in range(40)])
         assert db.conn.execute("SELECT documents FROM t_keyword_terms WHERE term = ''").fetchall() == [(250,)]
+        # A refresh also merges the text index into one segment.
+        assert db.conn.execute("SELECT count(DISTINCT segid) FROM t_fts_idx").fetchall() == [(1,)]
+        db.conn.execute("INSERT INTO t_fts (t_fts) VALUES ('integrity-check')")
         col.update_keyword_terms()
         db.drop_collection("t")
         assert db.conn.execute("SELECT count(*) FROM sqlite_schema WHERE name LIKE 't_%'").fetchall() == [(0,)]
