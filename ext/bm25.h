@@ -26,6 +26,9 @@
    idf = log((N - n + 0.5) / (n + 0.5)), at least 1e-6. Same operations in the same order, so a row's score equals
    bm25()'s over the same phrases with the same counts to the last bit (weight 1).
 
+   Also `sqlitebin_bm25_idf(n, N)`, a scalar SQL function (in the entry point's registration table) giving the same
+   IDF, with which keyword search's SQL chooses its essential terms (no need for SQLite's optional math functions).
+
    Registered on each connection through the fts5_api pointer, like the tokenizer (tokenizer.h). Included after
    SQLITE_EXTENSION_INIT1, so every sqlite3_* call goes through the API pointer; no global state. */
 
