@@ -73,7 +73,7 @@ def extensions():
         define_macros=[("SQLITEBIN_VERSION", f'"{VERSION}"')],
         extra_compile_args=["-O3", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wno-unused-function"],
         extra_link_args=["-pthread", "-Wl,--gc-sections", "-Wl,--version-script=" + os.path.join("ext", "sqlitebin.map")],
-        depends=["ext/kernels.h", "ext/scan_kernels.h", "ext/scan_threads.h", "ext/tokenizer.h", "ext/sqlite3ext.pxd",
+        depends=["ext/kernels.h", "ext/scan_kernels.h", "ext/scan_threads.h", "ext/tokenizer.h", "ext/bm25.h", "ext/sqlite3ext.pxd",
                  "ext/sqlitebin.map"] + sorted(glob.glob(os.path.join(HERE, "ext", "*.pxi"))),
     )
     # sqlitebin/sqlitebin_preload.so: LD_PRELOAD it into a process that never loads extensions

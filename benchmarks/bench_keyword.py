@@ -28,9 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-import sqlitebin
-from sqlitebin import metrics
-from sqlitebin.datasets import load_corpus, load_queries
+# One thread: every search here runs on the calling thread (the index would start a worker only on far larger scans).
+os.environ.setdefault("SQLITEBIN_THREADS", "1")
+
+import sqlitebin  # noqa: E402
+from sqlitebin import metrics  # noqa: E402
+from sqlitebin.datasets import load_corpus, load_queries  # noqa: E402
 
 DATA = Path(os.environ.get("SQLITEBIN_DEBIAN", "/work/shared/data/debian-descriptions"))
 SIZES = (10_000, 30_000, 59_302)
@@ -163,7 +166,8 @@ def main(argv=None):
     if args.quick:
         sizes, args.queries, args.runs, args.no_large = (10_000,), 300, 1, True
 
-    print(f"CPU: {cpu_model()}; {os.cpu_count()} threads; Python {platform.python_version()}; "
+    print(f"CPU: {cpu_model()}; {os.cpu_count()} hardware threads, searches on one (SQLITEBIN_THREADS="
+          f"{os.environ['SQLITEBIN_THREADS']}); load average {os.getloadavg()[0]:.1f}; Python {platform.python_version()}; "
           f"SQLite {sqlitebin.connect(':memory:').conn.execute('SELECT sqlite_version()').fetchall()[0][0]}")
     print(f"sqlitebin keyword search (sqlitebin/keyword.py) against plain FTS5 BM25, interleaved query by query; "
           f"k = {K}; latency = wall time of one call, and CPU time of the calling thread (less sensitive to a "

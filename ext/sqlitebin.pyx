@@ -3,7 +3,8 @@
 
 Registers the SQL functions of sqlitebin (`hamming`, `bit_count`, the
 quantizers, the rescoring dot products, version and debug), the `sqlitebin`
-virtual table (the index) and the `sqlitebin_cjk` FTS5 tokenizer (tokenizer.h). It is compiled from Cython but is not a
+virtual table (the index), the `sqlitebin_cjk` FTS5 tokenizer (tokenizer.h) and the
+`sqlitebin_bm25` FTS5 auxiliary function (bm25.h). It is compiled from Cython but is not a
 Python module: the build exports only the entry point `sqlite3_sqlitebin_init`
 and drops everything unreachable from it, so no function here may touch a
 Python object. Module-level statements would run only in the (discarded)
@@ -62,6 +63,10 @@ cdef extern from *:
 
 cdef extern from "tokenizer.h" nogil:
     int sqlitebin_register_tokenizer(sqlite3 *db, char **error)
+
+cdef extern from "bm25.h" nogil:
+    int sqlitebin_register_bm25(sqlite3 *db, char **error)
+    void sqlitebin_bm25_idf_sql(sqlite3_context *context, int nargs, sqlite3_value **args) noexcept nogil
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -160,7 +165,7 @@ ctypedef struct FunctionEntry:
     sql_final final        # NULL for a scalar function
 
 cdef enum:
-    FUNCTION_COUNT = 10
+    FUNCTION_COUNT = 11
 
 
 cdef void fill_function_table(FunctionEntry *table) noexcept nogil:
@@ -176,6 +181,7 @@ cdef void fill_function_table(FunctionEntry *table) noexcept nogil:
     table[7] = FunctionEntry("dot_bits", 2, dot_bits_sql, NULL)
     table[8] = FunctionEntry("sqlitebin_version", 0, version_sql, NULL)
     table[9] = FunctionEntry("sqlitebin_debug", 0, debug_sql, NULL)
+    table[10] = FunctionEntry("sqlitebin_bm25_idf", 2, sqlitebin_bm25_idf_sql, NULL)
 
 
 cdef int register_functions(sqlite3 *db, char **error) noexcept nogil:
@@ -210,6 +216,8 @@ cdef public int sqlite3_sqlitebin_init(sqlite3 *db, char **error,
     cdef int rc = register_functions(db, error)
     if rc == SQLITE_OK:
         rc = sqlitebin_register_tokenizer(db, error)
+    if rc == SQLITE_OK:
+        rc = sqlitebin_register_bm25(db, error)
     if rc == SQLITE_OK:
         rc = register_vector_module(db, error)
     return rc

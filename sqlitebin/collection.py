@@ -457,6 +457,8 @@ class Collection:
         mode, k, oversample, rescore, candidates, where, vector_weight = self._search_options(
             mode, k, oversample, rescore, candidates, where, vector_weight)
         t = self.tables
+        # LIMIT takes numbers written into the SQL, never parameters: SQLite (3.54) prepares a statement again
+        # each time it runs when its LIMIT is a bound parameter, which would cost a keyword search a millisecond.
         if mode == "vector":
             return (
                 f"WITH vector AS ({self._vector_sql(':sqlitebin_k', rescore, candidates, where)})\n"
@@ -467,7 +469,7 @@ class Collection:
         if mode == "keyword":
             # The index gives each keyword hit its Hamming distance (rescore='none': nothing else is computed).
             return (
-                f"WITH {self._keyword_sql(where, ':sqlitebin_k')},\n"
+                f"WITH {self._keyword_sql(where, k)},\n"
                 f"coded AS ({self._scored_sql('keyword', ':sqlitebin_k', 'none')})\n"
                 f"SELECT c.id, c.score, s.distance, d.text, d.metadata\n"
                 f"FROM keyword AS c JOIN coded AS s ON s.id = c.id JOIN {t.documents} AS d ON d.id = c.id\n"
@@ -479,7 +481,7 @@ class Collection:
         fused_rescore = "bits" if rescore == "none" else rescore
         return (
             f"WITH vector AS MATERIALIZED ({self._vector_sql(':sqlitebin_vector_depth', rescore, candidates, where)}),\n"
-            f"{self._keyword_sql(where, ':sqlitebin_keyword_depth')},\n"
+            f"{self._keyword_sql(where, max(k, HYBRID_KEYWORD_DEPTH))},\n"
             f"keyword_scaled AS (SELECT id, coalesce(score / nullif(max(score) OVER (), 0), 1.0) AS part FROM keyword),\n"
             f"fused AS MATERIALIZED (SELECT id FROM keyword UNION SELECT id FROM vector),\n"
             f"scored AS ({self._scored_sql('fused', ':sqlitebin_fused_depth', fused_rescore)}),\n"
@@ -487,7 +489,7 @@ class Collection:
             # the documents' texts are read for the k returned only.
             f"ranked AS (SELECT s.id, coalesce(k.part, 0.0) + :sqlitebin_vector_weight * s.score AS score, s.distance\n"
             f"  FROM scored AS s LEFT JOIN keyword_scaled AS k ON k.id = s.id\n"
-            f"  ORDER BY score DESC, s.id LIMIT :sqlitebin_k)\n"
+            f"  ORDER BY score DESC, s.id LIMIT {k})\n"
             f"SELECT r.id, r.score, r.distance, d.text, d.metadata\n"
             f"FROM ranked AS r JOIN {t.documents} AS d ON d.id = r.id\n"
             f"ORDER BY r.score DESC, r.id"
@@ -518,7 +520,8 @@ class Collection:
         return keyword.keyword_ctes(t.fts, t.documents, t.keyword_terms, where, limit)
 
     def query_terms(self, text):
-        """The distinct terms keyword search looks for in `text`: [[token, phrase], ...] (see sqlitebin/keyword.py)."""
+        """The distinct terms keyword search looks for in `text`, each with its number of occurrences:
+        [[token, phrase, count], ...] (see sqlitebin/keyword.py)."""
         if self._tokenizer_spec is None:
             self._tokenizer_spec = keyword.tokenizer_spec(self.conn, self.name + "_fts")
         # A new tokenizer for each query: one kept past the connection's close would be freed by code

@@ -53,7 +53,7 @@ class Oracle:
     """FTS5's BM25 (k1 = 1.2, b = 0.75, IDF clamped to 1e-6), recomputed in Python from every token of the index."""
 
     def __init__(self, conn, name):
-        conn.execute(f"CREATE VIRTUAL TABLE temp.oracle_{name} USING fts5vocab(main, {name}_fts, 'instance')")
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.oracle_{name} USING fts5vocab(main, {name}_fts, 'instance')")
         self.tf = defaultdict(Counter)  # term -> document -> count
         self.length = Counter()
         for term, document in conn.execute(f"SELECT term, doc FROM temp.oracle_{name}"):
@@ -70,48 +70,60 @@ class Oracle:
         value = math.log((self.count - n + 0.5) / (n + 0.5))
         return value if value > 0 else 1e-6
 
-    def score(self, document, terms):
+    def score(self, document, terms, weights=None):
         total = 0.0
         for term in terms:
             tf = self.tf.get(term, {}).get(document, 0)
             if tf:
                 norm = 1.2 * (1 - 0.75 + 0.75 * self.length[document] / self.average)
-                total += self.idf(term) * tf * 2.2 / (tf + norm)
+                total += (weights or {}).get(term, 1) * self.idf(term) * tf * 2.2 / (tf + norm)
         return total
 
-    def top(self, terms, k, candidates=None):
+    def top(self, terms, k, candidates=None, weights=None):
         if candidates is None:
             candidates = set().union(*(self.tf.get(t, {}).keys() for t in terms))
-        scored = sorted(((-self.score(d, terms), d) for d in candidates))
+        scored = sorted(((-self.score(d, terms, weights), d) for d in candidates))
         return [(d, -s) for s, d in scored[:k]]
 
-    def pruned_top(self, terms, k):
-        """The documented rule: essential terms (in at most 2% of documents, or else the least frequent one)
-        choose the documents; frequent terms are added (least frequent first, within the budget); terms in half
-        the documents or more are left out."""
-        ordered = sorted(terms, key=lambda t: (self.documents(t) if self.documents(t) > keyword.ESSENTIAL_SHARE
-                                               * self.count else -1, terms.index(t)))
-        essential, kept, running = [], [], 0
-        for rarity, term in enumerate(ordered):
-            n = self.documents(term)
-            rare = n <= keyword.ESSENTIAL_SHARE * self.count
-            running += 0 if rare else n
-            if rare or rarity == 0:
-                essential.append(term)
-                kept.append(term)
-            elif 2 * n < self.count and running <= keyword.FREQUENT_BUDGET * self.count:
-                kept.append(term)
+    def pruned_top(self, terms, k, weights=None):
+        """The documented rule: rare terms (in at most 2% of documents), or else the least frequent one, are
+        essential; the frequent ones stay non-essential, most frequent first, while their weight x IDF adds up to
+        at most half of the whole query's (rare terms counted at the IDF of 2%); the others become essential. The
+        documents holding an essential term are scored by every term in under half the documents."""
+        weights = weights or {}
+        share = keyword.ESSENTIAL_SHARE * self.count
+
+        def idf(n):
+            value = math.log((self.count - n + 0.5) / (n + 0.5))
+            return value if value > 0 else 1e-6
+
+        rare = [t for t in terms if self.documents(t) <= share]
+        by_rarity = sorted(terms, key=lambda t: (self.documents(t) if self.documents(t) > share else -1,
+                                                 terms.index(t)))
+        bound = {t: weights.get(t, 1) * idf(self.documents(t) if t not in rare else share) for t in terms}
+        essential, running = set(rare) | {by_rarity[0]}, 0.0
+        for term in reversed(by_rarity):  # the most frequent first
+            if term in rare:
+                continue
+            running += bound[term]
+            if running > keyword.NON_ESSENTIAL_SHARE * sum(bound.values()):
+                essential.add(term)
+        kept = [t for t in terms if t in essential or 2 * self.documents(t) < self.count]
         candidates = set().union(*(self.tf.get(t, {}).keys() for t in essential))
-        top = self.top(kept, k, candidates)
+        top = self.top(kept, k, candidates, weights)
         if len(candidates) < k:  # then the best of the other documents, by all the other terms
             others = [t for t in terms if t not in essential]
             more = set().union(*(self.tf.get(t, {}).keys() for t in others)) - candidates
-            top = sorted(top + self.top(others, k, more), key=lambda item: (-item[1], item[0]))[:k]
+            top = sorted(top + self.top(others, k, more, weights), key=lambda item: (-item[1], item[0]))[:k]
         return top
 
 
 def tokens(col, text):
-    return [token for token, _ in col.query_terms(text)]
+    return [token for token, _, _ in col.query_terms(text)]
+
+
+def weights(col, text):
+    return {token: count for token, _, count in col.query_terms(text)}
 
 
 def test_pruned_keyword_search_is_exact_bm25_over_the_kept_terms(sample):
@@ -123,15 +135,27 @@ def test_pruned_keyword_search_is_exact_bm25_over_the_kept_terms(sample):
     for query in queries[:150]:
         terms = tokens(col, query["text"])
         hits = col.search(query["text"], 10, mode="keyword")
-        expected = oracle.pruned_top(terms, 10)
+        expected = oracle.pruned_top(terms, 10, weights(col, query["text"]))
         assert [h.id for h in hits] == [d for d, _ in expected], query["text"]
         assert [h.score for h in hits] == pytest.approx([s for _, s in expected], rel=1e-6, abs=1e-9)
-        plain = [d for d, _ in oracle.top(terms, 10)]
+        plain = [d for d, _ in oracle.top(terms, 10, weights=weights(col, query["text"]))]
         overlap.append(len(set(plain) & {h.id for h in hits}) / max(1, len(plain)))
         same_first += bool(hits) and plain[0] == hits[0].id
     # What is approximated (documents with no rare term) changes little of a top 10.
     print(f"top 10 overlap with plain BM25 {np.mean(overlap):.3f}, same first hit {same_first / 150:.3f}")
     assert np.mean(overlap) >= 0.85 and same_first >= 0.95 * 150
+
+
+def test_fewer_than_k_documents_with_an_essential_term_are_filled_in(sample):
+    col, _ = sample
+    oracle = Oracle(col.conn, "s")
+    for text in ["zzxqv library library", "zzxqv qqwvb library audio files"]:
+        terms = tokens(col, text)
+        assert oracle.documents(terms[0]) == 0 and oracle.documents("librari") > 0.02 * oracle.count
+        hits = col.search(text, 10, mode="keyword")
+        expected = oracle.pruned_top(terms, 10, weights(col, text))
+        assert len(hits) == 10
+        assert [(h.id, pytest.approx(h.score, rel=1e-9)) for h in hits] == expected
 
 
 def test_hybrid_uses_the_same_keyword_top(sample):
@@ -168,28 +192,45 @@ def test_term_table_follows_the_collection(tmp_path, monkeypatch):
         assert db.conn.execute("SELECT documents FROM t_keyword_terms WHERE term = ''").fetchall() == [(200,)]
         col.add([f"extra{i}" for i in range(40)])
         assert db.conn.execute("SELECT documents FROM t_keyword_terms WHERE term = ''").fetchall() == [(250,)]
+        # A refresh also merges the text index into one segment.
+        assert db.conn.execute("SELECT count(DISTINCT segid) FROM t_fts_idx").fetchall() == [(1,)]
+        db.conn.execute("INSERT INTO t_fts (t_fts) VALUES ('integrity-check')")
         col.update_keyword_terms()
         db.drop_collection("t")
         assert db.conn.execute("SELECT count(*) FROM sqlite_schema WHERE name LIKE 't_%'").fetchall() == [(0,)]
 
 
-def test_repeated_words_count_once(sample):
+def test_repeated_words_weigh_their_term(sample):
     col, _ = sample
-    once = col.search("audio editor", 10, mode="keyword")
-    repeated = col.search("audio audio AUDIO editor audio editors", 10, mode="keyword")
-    assert [(h.id, h.score) for h in repeated] == [(h.id, pytest.approx(h.score)) for h in once]
-    assert tokens(col, "Audio audio editors editor") == ["audio", "editor"]
+    oracle = Oracle(col.conn, "s")
+    text = "audio audio AUDIO editor audio editors"
+    assert col.query_terms(text) == [["audio", '"audio"', 4], ["editor", '"editor"', 2]]
+    hits = col.search(text, 10, mode="keyword")
+    expected = oracle.pruned_top(["audio", "editor"], 10, {"audio": 4, "editor": 2})
+    assert [(h.id, pytest.approx(h.score, rel=1e-9)) for h in hits] == expected
+    # As FTS5's bm25() scores the query with each word its own phrase.
+    with sqlitebin.connect(":memory:") as db:
+        small = db.create_collection("t", dim=8, embedder=word_vectors)
+        small.add(["apple banana", "apple cherry", "apple apple", "banana split", "cherry"])
+        plain = db.conn.execute("SELECT rowid, -bm25(t_fts) FROM t_fts WHERE t_fts MATCH "
+                                "'apple OR banana OR apple OR apples' ORDER BY bm25(t_fts), rowid").fetchall()
+        assert [(h.id, h.score) for h in small.search("apple banana apple apples", 10, mode="keyword")] == [
+            (i, pytest.approx(s, rel=1e-12)) for i, s in plain]
 
 
 def test_query_terms_are_capped(sample):
     col, _ = sample
     words = [f"word{i}" for i in range(200)]
     terms = col.query_terms(" ".join(words))
-    assert [t for t, _ in terms] == words[: keyword.MAX_QUERY_TERMS]
-    assert col.query_terms("the " * 1000) == [["the", '"the"']]
+    assert [t for t, _, _ in terms] == words[: keyword.MAX_QUERY_TERMS]
+    assert col.query_terms(" ".join(words + words[-3:])) == terms  # a term past the cap is not counted either
+    assert col.query_terms(" ".join(words + words[:3]))[:4] == [["word0", '"word0"', 2], ["word1", '"word1"', 2],
+                                                              ["word2", '"word2"', 2], ["word3", '"word3"', 1]]
+    assert col.query_terms(" ".join(words[:2] + words[:2])) == [["word0", '"word0"', 2], ["word1", '"word1"', 2]]
+    assert col.query_terms("the " * 1000) == [["the", '"the"', 1000]]
     # Only the first MAX_QUERY_CHARACTERS characters are read.
     long_query = "x" * keyword.MAX_QUERY_CHARACTERS + " audio"
-    assert col.query_terms(long_query) == [["x" * keyword.MAX_QUERY_CHARACTERS, '"' + "x" * 4096 + '"']]
+    assert col.query_terms(long_query) == [["x" * keyword.MAX_QUERY_CHARACTERS, '"' + "x" * 4096 + '"', 1]]
 
 
 LICENSE = "/usr/share/common-licenses/GPL-3"
@@ -224,10 +265,10 @@ def test_term_table_with_any_collection_name(tmp_path, monkeypatch, name):
 
 def test_query_words_are_quoted_for_fts5(sample):
     col, _ = sample
-    assert col.query_terms('say "hi" AND bye*') == [["sai", '"say"'], ["hi", '"hi"'], ["and", '"AND"'],
-                                                     ["bye", '"bye"']]
+    assert col.query_terms('say "hi" AND bye*') == [["sai", '"say"', 1], ["hi", '"hi"', 1], ["and", '"AND"', 1],
+                                                     ["bye", '"bye"', 1]]
     assert col.query_terms("...") == []
-    assert col.query_terms("naïve") == [["naiv", '"naïve"']]
+    assert col.query_terms("naïve") == [["naiv", '"naïve"', 1]]
 
 
 @pytest.mark.parametrize("mode", ["keyword", "hybrid"])
@@ -302,9 +343,9 @@ def test_a_query_of_common_words_scores_a_bounded_number_of_documents(tmp_path, 
     with sqlitebin.connect(tmp_path / "c.db") as db:
         col = db.create_collection("c", dim=8, embedder=word_vectors)
         col.add([("the " * (1 + i % 5)) + f"item{i}" for i in range(300)] + ["the xylophone"])
-        hits = col.search("the the THE", 10, mode="keyword")
+        hits = col.search("the the THE", 10, mode="keyword")  # one term of weight 3
         expected = db.conn.execute(
-            "SELECT id, -bm25 FROM (SELECT rowid AS id, bm25(c_fts) AS bm25 FROM c_fts WHERE c_fts MATCH 'the' "
+            "SELECT id, -3 * bm25 FROM (SELECT rowid AS id, bm25(c_fts) AS bm25 FROM c_fts WHERE c_fts MATCH 'the' "
             "LIMIT 50) ORDER BY bm25, id LIMIT 10").fetchall()
         assert [(h.id, pytest.approx(h.score)) for h in hits] == [(i, pytest.approx(s)) for i, s in expected]
         # With a rarer word, that word chooses: the common one only adds to its score.
