@@ -9,6 +9,8 @@ cdef sqlitebin_hamming_fn hamming_kernel
 cdef sqlitebin_popcount_fn popcount_kernel
 cdef sqlitebin_hamming_below_fn hamming_below_kernel
 cdef sqlitebin_nibble_above_fn nibble_above_kernel  # NULL below AVX2: the asymmetric scan then scores every code exactly
+cdef sqlitebin_hamming_below_many_fn hamming_below_many_kernel  # the batch kernels: several queries per block
+cdef sqlitebin_nibble_above_many_fn nibble_above_many_kernel  # NULL exactly when nibble_above_kernel is
 cdef const char *kernel_name
 
 
@@ -22,10 +24,13 @@ cdef int select_kernels() noexcept nogil:
     (every load calls it), so the choice is made in locals and each global is
     written once, with a usable kernel: never a transient NULL."""
     global hamming_kernel, popcount_kernel, kernel_name, hamming_below_kernel, nibble_above_kernel
+    global hamming_below_many_kernel, nibble_above_many_kernel
     cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
     cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
     cdef sqlitebin_hamming_below_fn hamming_below = sqlitebin_hamming_below_portable
     cdef sqlitebin_nibble_above_fn nibble_above = NULL
+    cdef sqlitebin_hamming_below_many_fn hamming_below_many = sqlitebin_hamming_below_many_portable
+    cdef sqlitebin_nibble_above_many_fn nibble_above_many = NULL
     cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef int level = 3  # 0 portable, 1 popcnt, 2 avx2, 3 avx512
@@ -42,23 +47,34 @@ cdef int select_kernels() noexcept nogil:
         hamming = sqlitebin_hamming_avx512
         popcount = sqlitebin_popcount_avx512
         hamming_below = sqlitebin_hamming_below_avx512
-        nibble_above = sqlitebin_nibble_above_avx512vbmi if sqlitebin_cpu_has_avx512vbmi() else sqlitebin_nibble_above_avx512
+        hamming_below_many = sqlitebin_hamming_below_many_avx512
+        if sqlitebin_cpu_has_avx512vbmi():
+            nibble_above = sqlitebin_nibble_above_avx512vbmi
+            nibble_above_many = sqlitebin_nibble_above_many_avx512vbmi
+        else:
+            nibble_above = sqlitebin_nibble_above_avx512
+            nibble_above_many = sqlitebin_nibble_above_many_avx512
         name = "avx512"
     elif SQLITEBIN_HAVE_X86_KERNELS and level >= 2 and sqlitebin_cpu_has_avx2():
         hamming = sqlitebin_hamming_avx2
         popcount = sqlitebin_popcount_popcnt
         hamming_below = sqlitebin_hamming_below_avx2
+        hamming_below_many = sqlitebin_hamming_below_many_avx2
         nibble_above = sqlitebin_nibble_above_avx2
+        nibble_above_many = sqlitebin_nibble_above_many_avx2
         name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and level >= 1 and sqlitebin_cpu_has_popcnt():
         hamming = sqlitebin_hamming_popcnt
         popcount = sqlitebin_popcount_popcnt
         hamming_below = sqlitebin_hamming_below_popcnt
+        hamming_below_many = sqlitebin_hamming_below_many_popcnt
         name = "popcnt"
     hamming_kernel = hamming
     popcount_kernel = popcount
     hamming_below_kernel = hamming_below
     nibble_above_kernel = nibble_above
+    hamming_below_many_kernel = hamming_below_many
+    nibble_above_many_kernel = nibble_above_many
     kernel_name = name
     return 0
 
@@ -117,6 +133,8 @@ ctypedef struct Query:
     sqlitebin_hamming_fn hamming
     sqlitebin_hamming_below_fn hamming_below
     sqlitebin_nibble_above_fn nibble_above
+    sqlitebin_hamming_below_many_fn hamming_below_many
+    sqlitebin_nibble_above_many_fn nibble_above_many
 
 
 cdef void query_free(Query *q) noexcept nogil:
@@ -141,6 +159,8 @@ cdef int query_prepare(Query *q, int mode, int dim, const uint8_t *floats, const
     q.hamming = hamming_kernel
     q.hamming_below = hamming_below_kernel
     q.nibble_above = nibble_above_kernel
+    q.hamming_below_many = hamming_below_many_kernel
+    q.nibble_above_many = nibble_above_many_kernel
     q.code = <uint8_t*>sqlite3_malloc64(q.code_bytes + 1)
     if q.code == NULL:
         return SQLITE_NOMEM
@@ -185,6 +205,8 @@ cdef void scan_context_init(ScanContext *scan, const Query *q, const IdFilter *a
     scan.hamming = q.hamming
     scan.hamming_below = q.hamming_below
     scan.nibble_above = q.nibble_above
+    scan.hamming_below_many = q.hamming_below_many
+    scan.nibble_above_many = q.nibble_above_many
     scan.nibble_tables = q.nibble_tables
     scan.approx_scale = q.approx_scale
     scan.approx_high = q.approx_high
@@ -297,6 +319,8 @@ ctypedef struct ScanContext:
     sqlitebin_hamming_fn hamming
     sqlitebin_hamming_below_fn hamming_below
     sqlitebin_nibble_above_fn nibble_above
+    sqlitebin_hamming_below_many_fn hamming_below_many
+    sqlitebin_nibble_above_many_fn nibble_above_many
     # Asymmetric fast scan: the true sum of a code is at most
     # approx_scale * (its nibble sum) + approx_high, so a code whose best case
     # cannot enter the heap is skipped without computing its exact score.
@@ -495,7 +519,8 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
     cdef ScanContext *first = &scans[0]
     cdef int code_bytes = first.code_bytes
     cdef bint hamming = first.mode == MODE_HAMMING
-    cdef bint nibble = scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+    cdef bint nibble = (scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+                        and first.nibble_above_many != NULL)
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if nibble and n > NIBBLE_SCAN_BLOCK:
@@ -503,16 +528,16 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
         if hamming:
             for q in range(query_count):
                 b.thresholds[q] = hamming_threshold(&scans[q].top)
-            sqlitebin_hamming_below_many(first.hamming_below, codes + start * code_bytes, n, code_bytes,
-                                         b.query_codes, query_count, b.thresholds, b.indices, b.distances, b.counts)
+            first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
+                                     b.thresholds, b.indices, b.distances, b.counts)
             for q in range(query_count):
                 offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False,
                               b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
         elif nibble:
             for q in range(query_count):
                 b.thresholds[q] = nibble_threshold(&scans[q])
-            sqlitebin_nibble_above_many(first.nibble_above, first.blocked, first_position + start, n, code_bytes,
-                                        b.nibble_tables, query_count, b.thresholds, b.indices, b.counts)
+            first.nibble_above_many(first.blocked, first_position + start, n, code_bytes, b.nibble_tables,
+                                    query_count, b.thresholds, b.indices, b.counts)
             for q in range(query_count):
                 offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, True,
                               b.indices + q * n, NULL, <int64_t>b.counts[q])

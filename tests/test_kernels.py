@@ -234,50 +234,81 @@ def test_nibble_above(harness, name):
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_hamming_below_many_queries(harness, level):
-    """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone."""
+    """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone. Every code
+    length the register-blocked AVX-512 kernel specialises (8 to 128 bytes) and some it leaves to the loop; code
+    counts that are not a multiple of its 8-code step; query counts of 1 to 33; unaligned codes and queries; ties."""
     supported(harness, level)
     rng = np.random.default_rng(60 + level)
-    for code_bytes, count, query_count in ((32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3)):
+    cases = [(32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3), (32, 1023, 33), (32, 7, 2), (8, 77, 9),
+             (16, 130, 4), (24, 65, 3), (48, 41, 6), (96, 33, 5), (128, 50, 7), (40, 30, 3), (1, 20, 2), (256, 19, 2)]
+    for code_bytes, count, query_count in cases:
         codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
         queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
         if count:
             queries[0] = codes[count // 2]
+            codes[count // 3:count // 3 + 3] = codes[count // 4]  # equal distances
         expected_all = [numpy_distances(codes, q) for q in queries]
-        thresholds = np.array([int(np.percentile(d, 5 * q)) if count else 0 for q, d in enumerate(expected_all)], U32)
+        thresholds = np.array([int(np.percentile(d, 5 * q % 100)) if count else 0 for q, d in enumerate(expected_all)],
+                              U32)
         thresholds[-1] = 0xFFFFFFFF
+        if query_count > 2:
+            thresholds[1] = 0
+        offset = (code_bytes + count) % 8
+        keep_codes, codes_pointer = unaligned(codes.tobytes(), offset)
+        keep_queries, queries_pointer = unaligned(queries.tobytes(), (offset + 3) % 8)
         index = np.zeros(max(query_count * count, 1), U32)
         distance = np.zeros(max(query_count * count, 1), U32)
         counts = np.zeros(query_count, np.uintp)
-        total = harness.harness_hamming_below_many(level, codes.ctypes.data, count, code_bytes, queries.ctypes.data,
+        total = harness.harness_hamming_below_many(level, codes_pointer, count, code_bytes, queries_pointer,
                                                    query_count, thresholds.ctypes.data, index.ctypes.data,
                                                    distance.ctypes.data, counts.ctypes.data)
         assert total == counts.sum()
         for q in range(query_count):
             m = int(counts[q])
             got = sorted(zip(index[q * count:q * count + m].tolist(), distance[q * count:q * count + m].tolist()))
-            assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (code_bytes, q)
+            assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (
+                code_bytes, count, q)
 
 
-@pytest.mark.parametrize("name", ["avx2", "avx512"])
+@pytest.mark.parametrize("name", sorted(NIBBLE_LEVELS))
 def test_nibble_above_many_queries(harness, name):
+    """The register-blocked nibble kernels (groups of 8, 4, 2 and 1 queries; AVX2 4, 2, 1) against NumPy, as if
+    each query ran alone: any range of the layout, odd code lengths, query counts that are not a multiple of a
+    group, a threshold no sum reaches, and equal sums."""
     level = NIBBLE_LEVELS[name]
     supported(harness, level)
+    if harness.harness_nibble_above_many(level, None, 0, 0, 1, None, 0, None, None, None) < 0:
+        pytest.skip(f"this CPU lacks the {name} nibble kernel")
     rng = np.random.default_rng(70 + level)
-    code_bytes, count, query_count = 32, 1000, 6
-    codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
-    blocked = numpy_blocked(codes)
-    made = [nibble_tables(rng, code_bytes) for _ in range(query_count)]
-    tables = np.concatenate([m[0].reshape(-1) for m in made])
-    sums = [numpy_nibble_sums(codes, high, low) for _, high, low in made]
-    first, length = 37, 900
-    thresholds = np.array([int(np.percentile(s[first:first + length], 50 + 9 * q)) for q, s in enumerate(sums)], U32)
-    index = np.zeros(query_count * length, U32)
-    counts = np.zeros(query_count, np.uintp)
-    harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes, tables.ctypes.data,
-                                      query_count, thresholds.ctypes.data, index.ctypes.data, counts.ctypes.data)
-    for q in range(query_count):
-        got = sorted(index[q * length:q * length + int(counts[q])].tolist())
-        assert got == [i for i, v in enumerate(sums[q][first:first + length]) if v >= thresholds[q]]
+    cases = [(32, 1000, 6, 37, 900), (32, 256, 15, 0, 256), (1, 70, 3, 5, 64), (3, 200, 9, 63, 1),
+             (31, 300, 13, 64, 130), (33, 129, 8, 1, 128), (64, 200, 5, 17, 0), (100, 90, 2, 30, 60),
+             (512, 70, 3, 0, 70), (2, 64, 1, 0, 64)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal sums
+        blocked = numpy_blocked(codes)
+        made = [nibble_tables(rng, code_bytes, NIBBLE_TOP if (q + code_bytes) % 2 else int(rng.integers(0, 64)))
+                for q in range(query_count)]
+        tables = np.concatenate([m[0].reshape(-1) for m in made])
+        sums = [numpy_nibble_sums(codes, high, low)[first:first + length] for _, high, low in made]
+        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
+                              U32)
+        thresholds[0] = NO_CANDIDATE
+        if query_count > 2:
+            thresholds[2] = 0
+        if query_count > 3:
+            thresholds[3] = 0xFFFFFFFF
+        if query_count > 4 and length:
+            thresholds[4] = int(sums[4].max())
+        index = np.zeros(max(query_count * length, 1), U32)
+        counts = np.full(query_count, 12345, np.uintp)
+        total = harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
+                                                  index.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
 
 
 def test_the_non_x86_build(harness_not_x86):
