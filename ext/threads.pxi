@@ -164,6 +164,7 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
     private ChunkData). Without it the scan scores every code exactly: the same results, more slowly."""
     cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
     cdef int64_t size
+    cdef int rc
     cdef ScanContext *scan = &scans[0]
     if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
         if chunks.blocked == NULL and may_transpose:
@@ -175,7 +176,26 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
             sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
     for q in range(query_count):
         scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
-    return scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+    rc = scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+    if rc == SQLITE_OK and scan.mode == MODE_ASYMMETRIC:
+        for q in range(query_count):
+            fill_distances(&scans[q], chunks)
+    return rc
+
+
+cdef void fill_distances(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
+    """The Hamming distances of an asymmetric scan's hits in the ChunkData, left at 0 by offer_emitted:
+    from the row-major codes, once per hit kept (their codes are far apart: requested all at once first)."""
+    cdef int64_t i, location
+    cdef TopK *top = &scan.top
+    for i in range(top.size):
+        if top.heap[i].location >= 0:
+            __builtin_prefetch(chunks.codes + top.heap[i].location * scan.code_bytes)
+    for i in range(top.size):
+        location = top.heap[i].location
+        if location >= 0:
+            top.heap[i].distance = <uint32_t>scan.hamming(chunks.codes + location * scan.code_bytes, scan.query_code,
+                                                          scan.code_bytes)
 
 
 cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:
