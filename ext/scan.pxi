@@ -50,7 +50,7 @@ cdef int select_kernels() noexcept nogil:
         hamming_below_many = sqlitebin_hamming_below_many_avx512
         if sqlitebin_cpu_has_avx512vbmi():
             nibble_above = sqlitebin_nibble_above_avx512vbmi
-            nibble_above_many = sqlitebin_nibble_above_many_avx512vbmi
+            nibble_above_many = sqlitebin_sextet_above_many_avx512vbmi
         else:
             nibble_above = sqlitebin_nibble_above_avx512
             nibble_above_many = sqlitebin_nibble_above_many_avx512
@@ -282,6 +282,83 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
     # Rounding error: each table's largest (at most half a step, about 0.44 of one on average), which
     # bounds every code tighter than half a step per table; a little more for float rounding in the exact sums.
     high[0] = offset + rounding + 1e-4
+    return SQLITE_OK
+
+
+cdef int build_sextet_tables(const float *query, int dim, int code_bytes, uint8_t *tables,
+                             double *scale, double *high) noexcept nogil:
+    """uint8 tables for the batch scan on 6-bit groups (layout in scan_kernels.h) and their error bound, by
+    build_nibble_tables' rule: entry (g, n) is the sum of the query values of the dimensions 6g .. 6g + 5
+    whose bits are set in n (bit 5 the first), each table shifted by its minimum and quantized to
+    0..SQLITEBIN_NIBBLE_LEVELS with one step for all; the exact sum is at most scale * (sum of quantized
+    entries) + high, where `high` adds the minimums and each table's largest rounding error."""
+    cdef int groups = 4 * ((code_bytes + 2) // 3), g, n, low_bit, dimension, pass_number
+    cdef double values[64]
+    cdef double step = 0, low, top, offset = 0, level, worst, rounding = 0
+    for pass_number in range(2):
+        for g in range(groups):
+            values[0] = 0
+            low = 0
+            top = 0
+            for n in range(1, 64):
+                low_bit = 0
+                while not ((n >> low_bit) & 1):
+                    low_bit += 1
+                dimension = 6 * g + 5 - low_bit
+                values[n] = values[n & (n - 1)] + (query[dimension] if dimension < dim else 0)
+                if values[n] < low:
+                    low = values[n]
+                if values[n] > top:
+                    top = values[n]
+            if pass_number == 0:
+                offset += low
+                if top - low > step:
+                    step = top - low
+                continue
+            worst = -1e300
+            for n in range(64):
+                level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
+                if level > SQLITEBIN_NIBBLE_LEVELS:
+                    level = SQLITEBIN_NIBBLE_LEVELS
+                tables[64 * g + n] = <uint8_t>level
+                if values[n] - low - step * level > worst:
+                    worst = values[n] - low - step * level
+            rounding += worst
+        if pass_number == 0:
+            step = step / SQLITEBIN_NIBBLE_LEVELS
+    scale[0] = step
+    high[0] = offset + rounding + 1e-4
+    return SQLITE_OK
+
+
+cdef inline size_t batch_table_bytes(const Query *q) noexcept nogil:
+    """Bytes of one query's tables in a batch: 6-bit-group tables for the VBMI batch kernel, else nibble tables."""
+    if q.nibble_above_many == sqlitebin_sextet_above_many_avx512vbmi:
+        return sqlitebin_sextet_table_bytes(q.code_bytes)
+    return 64 * <size_t>q.code_bytes
+
+
+cdef int batch_tables_build(const Query *queries, ScanContext *scans, int64_t count, const uint8_t *floats,
+                            uint8_t *tables) noexcept nogil:
+    """The tables of a batch's queries side by side (batch_table_bytes each), for its asymmetric scan.
+    `floats`: the count float32 queries (4 * dim bytes each, checked). With 6-bit-group tables each
+    scan's bound (approx_scale, approx_high) is replaced by theirs."""
+    cdef size_t size = batch_table_bytes(&queries[0])
+    cdef int64_t j
+    cdef int dim = queries[0].dim
+    cdef float *values
+    if size == 64 * <size_t>queries[0].code_bytes:
+        for j in range(count):
+            memcpy(tables + j * size, queries[j].nibble_tables, size)
+        return SQLITE_OK
+    values = <float*>sqlite3_malloc64(4 * dim + 4)
+    if values == NULL:
+        return SQLITE_NOMEM
+    for j in range(count):
+        memcpy(values, floats + j * 4 * dim, 4 * dim)
+        build_sextet_tables(values, dim, queries[j].code_bytes, tables + j * size, &scans[j].approx_scale,
+                            &scans[j].approx_high)
+    sqlite3_free(values)
     return SQLITE_OK
 
 

@@ -938,7 +938,121 @@ static size_t sqlitebin_nibble_above_many_avx512vbmi(const uint8_t *blocked, siz
 #undef SQLITEBIN_GROUP
 }
 
-#else /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
+#endif /* SQLITEBIN_HAVE_X86_KERNELS */
+
+/* ---- batch asymmetric scan on 6-bit groups (VBMI) -------------------------- */
+
+/* VPERMB looks up a full 64-entry table, so with VBMI a batch reads each code as 6-bit groups instead of
+ * nibbles: every three code bytes (24 dimensions) are four lookups instead of six. The groups are cut from
+ * the three rows of the scan-ready layout once per block for all the queries of a group (shifts and a bit
+ * select), leaving each query four VPERMBs, whose tables come straight from memory, and the adds.
+ *
+ * Sextet tables: for each group g of 6 dimensions (4 per 3 code bytes, a last partial triple padded with
+ * zero bytes), 64 uint8 entries, entry n for the dimensions of the group whose bits are set in n (bit 5 the
+ * first dimension). Entries are at most SQLITEBIN_NIBBLE_LEVELS, so a triple's four add in 8 bits, and a
+ * code's sum (at most 4 * 171 * 63 for 512 bytes) fits in 16 bits. */
+static inline size_t sqlitebin_sextet_table_bytes(size_t code_bytes) {
+    return 256 * ((code_bytes + 2) / 3);
+}
+
+#if SQLITEBIN_HAVE_X86_KERNELS
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi"), always_inline))
+static inline void sqlitebin_sextet_many_group_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                          size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                          const uint32_t *thresholds, uint32_t *out_index,
+                                                          size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const size_t end = first + count;
+    const size_t table_bytes = sqlitebin_sextet_table_bytes(code_bytes);
+    const __m512i bits45 = _mm512_set1_epi8(0x30), bits2345 = _mm512_set1_epi8(0x3c);
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        __m512i all[8], odd[8];
+#pragma GCC unroll 8
+        for (size_t g = 0; g < G; g++)
+            all[g] = odd[g] = _mm512_setzero_si512();
+        for (size_t j = 0; j < code_bytes; j += 3) {
+            const __m512i x0 = _mm512_loadu_si512(block + j * B);
+            const __m512i x1 = j + 1 < code_bytes ? _mm512_loadu_si512(block + (j + 1) * B) : _mm512_setzero_si512();
+            const __m512i x2 = j + 2 < code_bytes ? _mm512_loadu_si512(block + (j + 2) * B) : _mm512_setzero_si512();
+            /* Only the low 6 bits of each byte index VPERMB, so bits shifted in from the neighbouring byte of
+             * a 16-bit lane land where they are ignored or are replaced by the select (0xE4: c ? a : b). */
+            const __m512i g0 = _mm512_srli_epi16(x0, 2);
+            const __m512i g1 = _mm512_ternarylogic_epi32(_mm512_slli_epi16(x0, 4), _mm512_srli_epi16(x1, 4), bits45, 0xE4);
+            const __m512i g2 = _mm512_ternarylogic_epi32(_mm512_slli_epi16(x1, 2), _mm512_srli_epi16(x2, 6), bits2345, 0xE4);
+            const __m512i g3 = x2;
+#pragma GCC unroll 8
+            for (size_t g = 0; g < G; g++) {
+                const uint8_t *t = tables + g * table_bytes + 256 * (j / 3);
+                __m512i s = _mm512_add_epi8(
+                    _mm512_add_epi8(_mm512_permutexvar_epi8(g0, _mm512_loadu_si512(t)),
+                                    _mm512_permutexvar_epi8(g1, _mm512_loadu_si512(t + 64))),
+                    _mm512_add_epi8(_mm512_permutexvar_epi8(g2, _mm512_loadu_si512(t + 128)),
+                                    _mm512_permutexvar_epi8(g3, _mm512_loadu_si512(t + 192))));
+                all[g] = _mm512_add_epi16(all[g], s);
+                odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));
+            }
+        }
+#pragma GCC unroll 8
+        for (size_t g = 0; g < G; g++) {
+            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)
+                continue;
+            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);
+            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));
+            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
+            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);
+            if (pass_even | pass_odd)
+                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);
+        }
+    }
+}
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
+static size_t sqlitebin_sextet_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                     size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                     const uint32_t *thresholds, uint32_t *out_index,
+                                                     size_t *out_count) {
+#define SQLITEBIN_GROUP(G)                                                                                 \
+    sqlitebin_sextet_many_group_avx512vbmi(blocked, first, count, code_bytes,                              \
+                                           tables + q * sqlitebin_sextet_table_bytes(code_bytes), G,       \
+                                           thresholds + q, out_index + q * count, out_count + q)
+    SQLITEBIN_NIBBLE_MANY_GROUPS(SQLITEBIN_GROUP)
+#undef SQLITEBIN_GROUP
+}
+#endif
+
+/* The same on one code at a time, for tests and for builds without the vector kernels. */
+static size_t sqlitebin_sextet_above_many_portable(const uint8_t *blocked, size_t first, size_t count,
+                                                   size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                   const uint32_t *thresholds, uint32_t *out_index,
+                                                   size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK, table_bytes = sqlitebin_sextet_table_bytes(code_bytes);
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        const uint8_t *tq = tables + q * table_bytes;
+        out_count[q] = 0;
+        if (thresholds[q] >= SQLITEBIN_NO_CANDIDATE)
+            continue;
+        for (size_t i = 0; i < count; i++) {
+            size_t code = first + i;
+            const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+            uint32_t sum = 0;
+            for (size_t j = 0; j < code_bytes; j += 3) {
+                uint32_t bits = (uint32_t)c[j * B] << 16;
+                if (j + 1 < code_bytes) bits |= (uint32_t)c[(j + 1) * B] << 8;
+                if (j + 2 < code_bytes) bits |= c[(j + 2) * B];
+                for (unsigned g = 0; g < 4; g++)
+                    sum += tq[256 * (j / 3) + 64 * g + ((bits >> (18 - 6 * g)) & 63)];
+            }
+            if (sum >= thresholds[q])
+                out_index[q * count + out_count[q]++] = (uint32_t)i;
+        }
+        total += out_count[q];
+    }
+    return total;
+}
+
+#if !SQLITEBIN_HAVE_X86_KERNELS /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
 #  define sqlitebin_hamming_below_popcnt sqlitebin_hamming_below_portable
 #  define sqlitebin_hamming_below_avx2 sqlitebin_hamming_below_portable
 #  define sqlitebin_hamming_below_avx512 sqlitebin_hamming_below_portable
@@ -951,7 +1065,8 @@ static size_t sqlitebin_nibble_above_many_avx512vbmi(const uint8_t *blocked, siz
 #  define sqlitebin_nibble_above_many_avx2 sqlitebin_nibble_above_many_portable
 #  define sqlitebin_nibble_above_many_avx512 sqlitebin_nibble_above_many_portable
 #  define sqlitebin_nibble_above_many_avx512vbmi sqlitebin_nibble_above_many_portable
+#  define sqlitebin_sextet_above_many_avx512vbmi sqlitebin_sextet_above_many_portable
 static int sqlitebin_cpu_has_avx512vbmi(void) { return 0; }
-#endif /* SQLITEBIN_HAVE_X86_KERNELS */
+#endif
 
 #endif

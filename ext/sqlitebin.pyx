@@ -117,6 +117,10 @@ cdef extern from "scan_kernels.h" nogil:
     size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                              const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
     int sqlitebin_cpu_has_avx512vbmi()
+    size_t sqlitebin_sextet_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index, size_t *out_count)
+    size_t sqlitebin_sextet_table_bytes(size_t code_bytes)
     int SQLITEBIN_NIBBLE_LEVELS
     void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)

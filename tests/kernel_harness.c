@@ -108,6 +108,19 @@ long harness_nibble_above_many(int level, const uint8_t *blocked, size_t first, 
     return (long)kernel(blocked, first, count, code_bytes, tables, query_count, thresholds, out_index, out_count);
 }
 
+/* The batch scan on 6-bit groups: 0 one code at a time, 4 AVX-512 VBMI. */
+long harness_sextet_above_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                               const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                               uint32_t *out_index, size_t *out_count) {
+    if (level == 0)
+        return (long)sqlitebin_sextet_above_many_portable(blocked, first, count, code_bytes, tables, query_count,
+                                                          thresholds, out_index, out_count);
+    if (level != 4 || !harness_supported(level) || !sqlitebin_cpu_has_avx512vbmi())
+        return -1;
+    return (long)sqlitebin_sextet_above_many_avx512vbmi(blocked, first, count, code_bytes, tables, query_count,
+                                                        thresholds, out_index, out_count);
+}
+
 void harness_transpose(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {
     sqlitebin_transpose_blocks(codes, count, code_bytes, out);
 }

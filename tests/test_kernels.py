@@ -59,6 +59,8 @@ def build_harness(directory, *defines):
     lib.harness_hamming_below_many.restype = ctypes.c_long
     lib.harness_nibble_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
     lib.harness_nibble_above_many.restype = ctypes.c_long
+    lib.harness_sextet_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
+    lib.harness_sextet_above_many.restype = ctypes.c_long
     lib.harness_advise_huge_pages.argtypes = [P, size]
     return lib
 
@@ -311,6 +313,58 @@ def test_nibble_above_many_queries(harness, name):
             assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
 
 
+def numpy_sextet_sums(codes, tables):
+    """Each code read as 6-bit groups (bit 5 of a group's index is its first dimension), three bytes at a time,
+    a last partial triple padded with zero bytes; tables[g] is group g's 64 entries."""
+    count, code_bytes = codes.shape
+    padded = np.zeros((count, 3 * ((code_bytes + 2) // 3)), np.uint8)
+    padded[:, :code_bytes] = codes
+    bits = np.unpackbits(padded, axis=1).reshape(count, -1, 6)
+    groups = (bits.astype(np.int64) << np.arange(5, -1, -1)).sum(axis=2)
+    return tables[np.arange(groups.shape[1]), groups].astype(np.int64).sum(axis=1)
+
+
+@pytest.mark.parametrize("level", [0, 4])
+def test_sextet_above_many_queries(harness, level):
+    """The batch scan on 6-bit groups (VBMI; the portable one for reference) against NumPy: code lengths of
+    every remainder mod 3, ranges of the layout that start and end inside blocks, groups of 8, 4, 2 and 1
+    queries, thresholds no sum reaches, and equal sums."""
+    if harness.harness_sextet_above_many(level, None, 0, 0, 1, None, 0, None, None, None) < 0:
+        pytest.skip("this CPU lacks AVX-512 VBMI")
+    rng = np.random.default_rng(80 + level)
+    cases = [(32, 1000, 15, 37, 900), (1, 70, 3, 5, 64), (2, 130, 9, 63, 1), (3, 200, 8, 64, 130),
+             (31, 300, 13, 1, 298), (33, 129, 4, 0, 129), (64, 200, 5, 17, 0), (100, 90, 2, 30, 60),
+             (512, 70, 3, 0, 70), (5, 64, 1, 0, 64)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal sums
+        blocked = numpy_blocked(codes)
+        groups = 4 * ((code_bytes + 2) // 3)
+        made = [rng.integers(0, NIBBLE_TOP + 1 if q % 2 else int(rng.integers(1, NIBBLE_TOP + 1)), (groups, 64),
+                             dtype=np.uint8) for q in range(query_count)]
+        tables = np.concatenate([m.reshape(-1) for m in made])
+        sums = [numpy_sextet_sums(codes, m)[first:first + length] for m in made]
+        assert max(int(v.max()) for v in sums if len(v)) < 1 << 16 if length else True
+        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
+                              U32)
+        thresholds[0] = NO_CANDIDATE if query_count > 1 else thresholds[0]
+        if query_count > 2:
+            thresholds[2] = 0
+        if query_count > 3:
+            thresholds[3] = 0xFFFFFFFF
+        if query_count > 4 and length:
+            thresholds[4] = int(sums[4].max())
+        index = np.zeros(max(query_count * length, 1), U32)
+        counts = np.full(query_count, 12345, np.uintp)
+        total = harness.harness_sextet_above_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
+                                                  index.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+
+
 def test_the_non_x86_build(harness_not_x86):
     """Built as for a CPU without x86 kernels: no level above portable is offered, and the portable kernels
     (Hamming, the scalar transpose, the nibble scan) match NumPy."""
@@ -486,13 +540,27 @@ def search_vtable_table(conn, ids, vectors, queries, allowed, where):
                     assert [(r[0], r[1]) for r in rows] == expected, (where, k, candidates)
                     np.testing.assert_allclose([r[2] for r in rows], scores, rtol=1e-5, atol=1e-5)
                     results.append(rows)
-            # A batch of both queries in one MATCH: the rows of each, in turn.
-            rows = conn.execute("SELECT query, rowid, distance FROM idx WHERE vector MATCH ? AND k = ? "
-                                "AND rescore = 'none' AND candidates = ?",
-                                (np.concatenate(queries).tobytes(), k, candidates)).fetchall()
-            expected = [(j, rowid, distance) for j, query in enumerate(queries)
-                        for rowid, distance in vtable_oracle(ids, vectors, query, k, candidates)[0]]
-            assert rows == expected, (where, k, candidates, "batch")
+            # Batches in one MATCH: the rows of each query, in turn, against NumPy; and nineteen queries (groups
+            # of 8, 8, 2 and 1 in the batch kernels; some equal stored vectors, one repeated) against the same
+            # queries one at a time, row for row (NumPy's float64 scores order near-ties differently).
+            single = ("SELECT rowid, distance, score FROM idx WHERE vector MATCH ? AND k = ? AND rescore = 'none' "
+                      "AND candidates = ?")
+            many = list(queries) + [vectors[i] for i in range(0, len(vectors), max(1, len(vectors) // 9))][:9]
+            many += [np.random.default_rng(len(many)).standard_normal(dim).astype(np.float32) for _ in range(7)]
+            many.append(many[0])
+            for batch in (queries, many):
+                rows = conn.execute("SELECT query, rowid, distance, score FROM idx WHERE vector MATCH ? AND k = ? "
+                                    "AND rescore = 'none' AND candidates = ?",
+                                    (np.concatenate(batch).tobytes(), k, candidates)).fetchall()
+                if batch is queries:
+                    expected = [(j, rowid, distance) for j, query in enumerate(batch)
+                                for rowid, distance in vtable_oracle(ids, vectors, query, k, candidates)[0]]
+                    assert [row[:3] for row in rows] == expected, (where, k, candidates, "batch")
+                else:
+                    expected = [(j, *row) for j, query in enumerate(batch)
+                                for row in conn.execute(single, (query.tobytes(), k, candidates)).fetchall()]
+                    assert rows == expected, (where, k, candidates, "batch of 19")
+                results.append(rows)
         # A packed code: hamming candidates only.
         code = np.packbits(queries[0] > 0)
         rows = conn.execute("SELECT rowid, distance FROM idx WHERE vector MATCH ? AND k = ?",
