@@ -454,29 +454,43 @@ cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_
     """Offer the codes a kernel emitted from the block at `start` (indices relative to it; NULL:
     the first m codes of the block, every one scored here) to the top-k: the exact score, then the
     validity, id and filter checks for those that would enter the heap."""
-    cdef int64_t i, e, id, position = -1
+    cdef int64_t i, e, id, kept = 0, position = -1
     cdef uint32_t distance
     cdef const uint8_t *transposed
     cdef int code_bytes = scan.code_bytes
     cdef double key
     cdef TopK *top = &scan.top
     cdef bint hamming = scan.mode == MODE_HAMMING
+    cdef double keys[SCAN_BLOCK]
+    cdef uint32_t survivors[SCAN_BLOCK]
     if nibble:
-        # The ids of the few candidates are far apart in memory: request them all before scoring any.
+        # First the exact scores, from the scan-ready copy the kernel has just read (in cache), so that the
+        # codes that cannot enter the heap (most of those the loose nibble bound lets through) are dropped
+        # before their ids and validity bits, far apart in memory, are read; those of the rest are
+        # requested together.
         for e in range(m):
+            position = first_position + start + indices[e]
+            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                          + position % SQLITEBIN_NIBBLE_BLOCK)
+            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
+                                                                SQLITEBIN_NIBBLE_BLOCK)
+            if top.size == top.k and key > top.heap[0].key:
+                continue
+            survivors[kept] = indices[e]
+            keys[kept] = key
+            kept += 1
             __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
+            if scan.validity != NULL:
+                __builtin_prefetch(scan.validity + (position >> 3))
+        indices = survivors
+        m = kept
     for e in range(m):
         if hamming:
             i = start + indices[e]
             key = <double>distances[e]
         elif nibble:
-            # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
             i = start + indices[e]
-            position = first_position + i
-            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
-                          + position % SQLITEBIN_NIBBLE_BLOCK)
-            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
-                                                                SQLITEBIN_NIBBLE_BLOCK)
+            key = keys[e]
         else:
             i = start + (indices[e] if indices != NULL else e)
             key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
