@@ -448,49 +448,75 @@ cdef inline bint scan_uses_nibbles(const ScanContext *scan, int64_t first_positi
             and scan.blocked != NULL and scan.nibble_tables != NULL)
 
 
-cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t start,
-                        int64_t first_position, bint skip_changed, bint nibble, const uint32_t *indices,
-                        const uint32_t *distances, int64_t m) noexcept nogil:
-    """Offer the codes a kernel emitted from the block at `start` (indices relative to it; NULL:
-    the first m codes of the block, every one scored here) to the top-k: the exact score, then the
-    validity, id and filter checks for those that would enter the heap."""
-    cdef int64_t i, e, id, kept = 0, position = -1
-    cdef uint32_t distance
+cdef int64_t score_nibble_emitted(ScanContext *scan, const uint8_t *ids_blob, int64_t start,
+                                  int64_t first_position, const uint32_t *indices, int64_t m, uint32_t *survivors,
+                                  double *keys) noexcept nogil:
+    """The exact scores of the codes the nibble kernel emitted from the block at `start` (indices relative
+    to it), from the scan-ready copy it has just read (in cache). Only codes that can still enter the heap
+    are kept (in survivors and keys; `survivors` may be `indices`): most of those the loose nibble bound
+    lets through are dropped here, before their ids and validity bits, far apart in memory, are read. Those
+    of the survivors are requested now and read by offer_scored, after the next kernel call where it can
+    wait that long, so the memory latency overlaps the scan. Returns how many survived."""
+    cdef int64_t e, position, kept = 0
+    cdef int code_bytes = scan.code_bytes
     cdef const uint8_t *transposed
+    cdef double key
+    cdef TopK *top = &scan.top
+    for e in range(m):
+        position = first_position + start + indices[e]
+        transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                      + position % SQLITEBIN_NIBBLE_BLOCK)
+        key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes, SQLITEBIN_NIBBLE_BLOCK)
+        if top.size == top.k and key > top.heap[0].key:
+            continue
+        survivors[kept] = indices[e]
+        keys[kept] = key
+        kept += 1
+        __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
+        if scan.validity != NULL:
+            __builtin_prefetch(scan.validity + (position >> 3))
+    return kept
+
+
+cdef void offer_scored(ScanContext *scan, const uint8_t *ids_blob, int64_t start, int64_t first_position,
+                       bint skip_changed, const uint32_t *indices, const double *keys, int64_t m) noexcept nogil:
+    """Offer codes of the block at `start` already scored (score_nibble_emitted) to the top-k: the key against
+    the heap as it is now, then the validity, id and filter checks. Their Hamming distances are filled in
+    after the scan (fill_distances)."""
+    cdef int64_t e, i, id, position
+    cdef TopK *top = &scan.top
+    for e in range(m):
+        if top.size == top.k and keys[e] > top.heap[0].key:
+            continue
+        i = start + indices[e]
+        position = first_position + i
+        if scan.validity != NULL and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
+            continue
+        memcpy(&id, ids_blob + 8 * i, 8)
+        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+            continue
+        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+            continue
+        topk_offer(top, keys[e], id, position, 0)
+
+
+cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t start,
+                        int64_t first_position, bint skip_changed, const uint32_t *indices,
+                        const uint32_t *distances, int64_t m) noexcept nogil:
+    """Offer the codes a Hamming kernel emitted from the block at `start` (indices relative to it, with their
+    distances), or in asymmetric mode without the nibble scan the codes at `indices` (NULL: the first m codes
+    of the block), scored here, to the top-k: the key, then the validity, id and filter checks for those that
+    would enter the heap."""
+    cdef int64_t i, e, id, position = -1
+    cdef uint32_t distance
     cdef int code_bytes = scan.code_bytes
     cdef double key
     cdef TopK *top = &scan.top
     cdef bint hamming = scan.mode == MODE_HAMMING
-    cdef double keys[SCAN_BLOCK]
-    cdef uint32_t survivors[SCAN_BLOCK]
-    if nibble:
-        # First the exact scores, from the scan-ready copy the kernel has just read (in cache), so that the
-        # codes that cannot enter the heap (most of those the loose nibble bound lets through) are dropped
-        # before their ids and validity bits, far apart in memory, are read; those of the rest are
-        # requested together.
-        for e in range(m):
-            position = first_position + start + indices[e]
-            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
-                          + position % SQLITEBIN_NIBBLE_BLOCK)
-            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
-                                                                SQLITEBIN_NIBBLE_BLOCK)
-            if top.size == top.k and key > top.heap[0].key:
-                continue
-            survivors[kept] = indices[e]
-            keys[kept] = key
-            kept += 1
-            __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
-            if scan.validity != NULL:
-                __builtin_prefetch(scan.validity + (position >> 3))
-        indices = survivors
-        m = kept
     for e in range(m):
         if hamming:
             i = start + indices[e]
             key = <double>distances[e]
-        elif nibble:
-            i = start + indices[e]
-            key = keys[e]
         else:
             i = start + (indices[e] if indices != NULL else e)
             key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
@@ -535,7 +561,7 @@ cdef void offer_allowed(ScanContext *scan, const uint8_t *ids_blob, const uint8_
             distances[m] = <uint32_t>scan.hamming(codes + (start + i) * code_bytes, scan.query_code, code_bytes)
         m += 1
     if m > 0:
-        offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices,
+        offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, indices,
                       distances if scan.mode == MODE_HAMMING else NULL, m)
 
 
@@ -548,10 +574,21 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     the position of these codes in the ChunkData (its validity bits, its
     scan-ready copy scan.blocked, and the rows' locations), or -1 for codes
     outside it (every one live, no scan-ready copy)."""
-    cdef int64_t start = 0, n, m
+    cdef int64_t start = 0, n, m, pending = 0, pending_start = 0
     cdef int code_bytes = scan.code_bytes
     cdef uint32_t indices[SCAN_BLOCK]
     cdef uint32_t distances[SCAN_BLOCK]
+    # The nibble scan's survivors, offered one kernel call late (score_nibble_emitted): two sets, swapped.
+    cdef uint32_t survivors_a[NIBBLE_SCAN_BLOCK]
+    cdef uint32_t survivors_b[NIBBLE_SCAN_BLOCK]
+    cdef double keys_a[NIBBLE_SCAN_BLOCK]
+    cdef double keys_b[NIBBLE_SCAN_BLOCK]
+    cdef uint32_t *survivors = survivors_a
+    cdef uint32_t *pending_survivors = survivors_b
+    cdef double *keys = keys_a
+    cdef double *pending_keys = keys_b
+    cdef uint32_t *swap_survivors
+    cdef double *swap_keys
     cdef bint hamming = scan.mode == MODE_HAMMING
     cdef bint nibble = scan_uses_nibbles(scan, first_position)
     while start < count:
@@ -563,14 +600,26 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
         elif hamming:
             m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
                                             hamming_threshold(&scan.top), indices, distances)
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices, distances, m)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, indices, distances, m)
         elif nibble:
             m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, code_bytes,
                                            scan.nibble_tables, nibble_threshold(scan), indices)
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, True, indices, NULL, m)
+            m = score_nibble_emitted(scan, ids_blob, start, first_position, indices, m, survivors, keys)
+            offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors,
+                         pending_keys, pending)
+            swap_survivors = pending_survivors
+            pending_survivors = survivors
+            survivors = swap_survivors
+            swap_keys = pending_keys
+            pending_keys = keys
+            keys = swap_keys
+            pending = m
+            pending_start = start
         else:
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
         start += n
+    offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors, pending_keys,
+                 pending)
 
 
 # A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
@@ -583,6 +632,7 @@ ctypedef struct BatchBuffers:
     uint32_t *thresholds          # query_count
     uint32_t *indices             # query_count x SCAN_BLOCK
     uint32_t *distances           # query_count x SCAN_BLOCK
+    double *keys                  # query_count x NIBBLE_SCAN_BLOCK: the nibble scan's exact scores
     size_t *counts                # query_count
 
 
@@ -591,8 +641,9 @@ cdef int batch_buffers_alloc(BatchBuffers *b, int64_t query_count) noexcept nogi
     b.thresholds = <uint32_t*>sqlite3_malloc64(4 * query_count + 8)
     b.indices = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
     b.distances = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.keys = <double*>sqlite3_malloc64(8 * query_count * NIBBLE_SCAN_BLOCK + 8)
     b.counts = <size_t*>sqlite3_malloc64(sizeof(size_t) * query_count + 8)
-    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.counts == NULL:
+    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.keys == NULL or b.counts == NULL:
         return SQLITE_NOMEM
     return SQLITE_OK
 
@@ -601,10 +652,12 @@ cdef void batch_buffers_free(BatchBuffers *b) noexcept nogil:
     sqlite3_free(b.thresholds)
     sqlite3_free(b.indices)
     sqlite3_free(b.distances)
+    sqlite3_free(b.keys)
     sqlite3_free(b.counts)
     b.thresholds = NULL
     b.indices = NULL
     b.distances = NULL
+    b.keys = NULL
     b.counts = NULL
 
 
@@ -627,17 +680,23 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
             first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
                                      b.thresholds, b.indices, b.distances, b.counts)
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False,
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed,
                               b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
         elif nibble:
             for q in range(query_count):
                 b.thresholds[q] = nibble_threshold(&scans[q])
             first.nibble_above_many(first.blocked, first_position + start, n, code_bytes, b.nibble_tables,
                                     query_count, b.thresholds, b.indices, b.counts)
+            # Every query's survivors are scored (their ids requested) before any is offered: the other
+            # queries' scoring covers the memory latency (score_nibble_emitted).
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, True,
-                              b.indices + q * n, NULL, <int64_t>b.counts[q])
+                b.counts[q] = <size_t>score_nibble_emitted(&scans[q], ids_blob, start, first_position,
+                                                           b.indices + q * n, <int64_t>b.counts[q],
+                                                           b.indices + q * n, b.keys + q * NIBBLE_SCAN_BLOCK)
+            for q in range(query_count):
+                offer_scored(&scans[q], ids_blob, start, first_position, skip_changed, b.indices + q * n,
+                             b.keys + q * NIBBLE_SCAN_BLOCK, <int64_t>b.counts[q])
         else:
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
         start += n
