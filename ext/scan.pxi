@@ -565,20 +565,12 @@ cdef void offer_allowed(ScanContext *scan, const uint8_t *ids_blob, const uint8_
                       distances if scan.mode == MODE_HAMMING else NULL, m)
 
 
-cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
-                     int64_t first_position, bint skip_changed) noexcept nogil:
-    """Offer `count` codes to the top-k. A kernel scores a block of codes and
-    emits only those that can still enter the heap (at or below the k-th best
-    distance, or with a nibble bound that could reach it); the exact score and
-    the validity, id and filter checks are for those few. `first_position` is
-    the position of these codes in the ChunkData (its validity bits, its
-    scan-ready copy scan.blocked, and the rows' locations), or -1 for codes
-    outside it (every one live, no scan-ready copy)."""
+cdef void scan_codes_nibble(ScanContext *scan, const uint8_t *ids_blob, int64_t count, int64_t first_position,
+                            bint skip_changed) noexcept nogil:
+    """scan_codes for the asymmetric nibble scan: each kernel call's survivors are scored at once
+    (score_nibble_emitted) and offered after the next call, when their ids have arrived."""
     cdef int64_t start = 0, n, m, pending = 0, pending_start = 0
-    cdef int code_bytes = scan.code_bytes
-    cdef uint32_t indices[SCAN_BLOCK]
-    cdef uint32_t distances[SCAN_BLOCK]
-    # The nibble scan's survivors, offered one kernel call late (score_nibble_emitted): two sets, swapped.
+    cdef uint32_t indices[NIBBLE_SCAN_BLOCK]
     cdef uint32_t survivors_a[NIBBLE_SCAN_BLOCK]
     cdef uint32_t survivors_b[NIBBLE_SCAN_BLOCK]
     cdef double keys_a[NIBBLE_SCAN_BLOCK]
@@ -589,37 +581,54 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     cdef double *pending_keys = keys_b
     cdef uint32_t *swap_survivors
     cdef double *swap_keys
+    while start < count:
+        n = count - start if count - start < NIBBLE_SCAN_BLOCK else NIBBLE_SCAN_BLOCK
+        m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, scan.code_bytes,
+                                       scan.nibble_tables, nibble_threshold(scan), indices)
+        m = score_nibble_emitted(scan, ids_blob, start, first_position, indices, m, survivors, keys)
+        offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors,
+                     pending_keys, pending)
+        swap_survivors = pending_survivors
+        pending_survivors = survivors
+        survivors = swap_survivors
+        swap_keys = pending_keys
+        pending_keys = keys
+        keys = swap_keys
+        pending = m
+        pending_start = start
+        start += n
+    offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors, pending_keys,
+                 pending)
+
+
+cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
+                     int64_t first_position, bint skip_changed) noexcept nogil:
+    """Offer `count` codes to the top-k. A kernel scores a block of codes and
+    emits only those that can still enter the heap (at or below the k-th best
+    distance, or with a nibble bound that could reach it); the exact score and
+    the validity, id and filter checks are for those few. `first_position` is
+    the position of these codes in the ChunkData (its validity bits, its
+    scan-ready copy scan.blocked, and the rows' locations), or -1 for codes
+    outside it (every one live, no scan-ready copy)."""
+    cdef int64_t start = 0, n, m
+    cdef int code_bytes = scan.code_bytes
+    cdef uint32_t indices[SCAN_BLOCK]
+    cdef uint32_t distances[SCAN_BLOCK]
     cdef bint hamming = scan.mode == MODE_HAMMING
-    cdef bint nibble = scan_uses_nibbles(scan, first_position)
+    if not scan.filter_first and scan_uses_nibbles(scan, first_position):
+        scan_codes_nibble(scan, ids_blob, count, first_position, skip_changed)
+        return
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
-        if nibble and n > NIBBLE_SCAN_BLOCK:
-            n = NIBBLE_SCAN_BLOCK
         if scan.filter_first:
             offer_allowed(scan, ids_blob, codes, start, n, first_position, skip_changed)
         elif hamming:
             m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
                                             hamming_threshold(&scan.top), indices, distances)
             offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, indices, distances, m)
-        elif nibble:
-            m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, code_bytes,
-                                           scan.nibble_tables, nibble_threshold(scan), indices)
-            m = score_nibble_emitted(scan, ids_blob, start, first_position, indices, m, survivors, keys)
-            offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors,
-                         pending_keys, pending)
-            swap_survivors = pending_survivors
-            pending_survivors = survivors
-            survivors = swap_survivors
-            swap_keys = pending_keys
-            pending_keys = keys
-            keys = swap_keys
-            pending = m
-            pending_start = start
         else:
             offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
         start += n
-    offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors, pending_keys,
-                 pending)
 
 
 # A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
