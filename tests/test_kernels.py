@@ -388,6 +388,28 @@ def test_the_non_x86_build(harness_not_x86):
         m = lib.harness_nibble_above(0, blocked.ctypes.data, 10, 100, code_bytes, tables.ctypes.data, limit,
                                      out.ctypes.data)
         assert out[:m].tolist() == [i for i, v in enumerate(sums[10:110]) if v >= limit]
+        # The batch kernels: the loops over the portable ones, and the 6-bit groups one code at a time.
+        counts = np.zeros(2, np.uintp)
+        index = np.zeros(2 * 130, U32)
+        distance = np.zeros(2 * 130, U32)
+        queries = np.stack([query, codes[5]])
+        thresholds = np.array([threshold, 0xFFFFFFFF], U32)
+        lib.harness_hamming_below_many(0, codes.ctypes.data, 130, code_bytes, queries.ctypes.data, 2,
+                                       thresholds.ctypes.data, index.ctypes.data, distance.ctypes.data,
+                                       counts.ctypes.data)
+        for q in range(2):
+            got = list(zip(index[130 * q:130 * q + int(counts[q])].tolist(),
+                           distance[130 * q:130 * q + int(counts[q])].tolist()))
+            expected = numpy_distances(codes, queries[q])
+            assert got == [(i, int(d)) for i, d in enumerate(expected) if d <= thresholds[q]]
+        assert lib.harness_hamming_below_many(3, None, 0, 1, None, 0, None, None, None, None) == -1
+        sextets = rng.integers(0, NIBBLE_TOP + 1, (4 * ((code_bytes + 2) // 3), 64), dtype=np.uint8)
+        sextet_sums = numpy_sextet_sums(codes, sextets)[10:110]
+        limit = np.array([int(np.median(sextet_sums))], U32)
+        m = lib.harness_sextet_above_many(0, blocked.ctypes.data, 10, 100, code_bytes, sextets.ctypes.data, 1,
+                                          limit.ctypes.data, out.ctypes.data, counts.ctypes.data)
+        assert out[:m].tolist() == [i for i, v in enumerate(sextet_sums) if v >= limit[0]]
+        assert lib.harness_sextet_above_many(4, None, 0, 0, 1, None, 0, None, None, None) == -1
 
 
 def test_huge_page_advice_keeps_the_data(harness):
