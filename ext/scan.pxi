@@ -11,6 +11,7 @@ cdef sqlitebin_hamming_below_fn hamming_below_kernel
 cdef sqlitebin_nibble_above_fn nibble_above_kernel  # NULL below AVX2: the asymmetric scan then scores every code exactly
 cdef sqlitebin_hamming_below_many_fn hamming_below_many_kernel  # the batch kernels: several queries per block
 cdef sqlitebin_nibble_above_many_fn nibble_above_many_kernel  # NULL exactly when nibble_above_kernel is
+cdef sqlitebin_hamming_blocked_many_fn hamming_blocked_many_kernel  # AVX2 Hamming batches on the scan-ready layout, else NULL
 cdef const char *kernel_name
 
 
@@ -24,13 +25,14 @@ cdef int select_kernels() noexcept nogil:
     (every load calls it), so the choice is made in locals and each global is
     written once, with a usable kernel: never a transient NULL."""
     global hamming_kernel, popcount_kernel, kernel_name, hamming_below_kernel, nibble_above_kernel
-    global hamming_below_many_kernel, nibble_above_many_kernel
+    global hamming_below_many_kernel, nibble_above_many_kernel, hamming_blocked_many_kernel
     cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
     cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
     cdef sqlitebin_hamming_below_fn hamming_below = sqlitebin_hamming_below_portable
     cdef sqlitebin_nibble_above_fn nibble_above = NULL
     cdef sqlitebin_hamming_below_many_fn hamming_below_many = sqlitebin_hamming_below_many_portable
     cdef sqlitebin_nibble_above_many_fn nibble_above_many = NULL
+    cdef sqlitebin_hamming_blocked_many_fn hamming_blocked_many = NULL
     cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef int level = 3  # 0 portable, 1 popcnt, 2 avx2, 3 avx512
@@ -62,6 +64,7 @@ cdef int select_kernels() noexcept nogil:
         hamming_below_many = sqlitebin_hamming_below_many_avx2
         nibble_above = sqlitebin_nibble_above_avx2
         nibble_above_many = sqlitebin_nibble_above_many_avx2
+        hamming_blocked_many = sqlitebin_hamming_blocked_many_avx2
         name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and level >= 1 and sqlitebin_cpu_has_popcnt():
         hamming = sqlitebin_hamming_popcnt
@@ -75,6 +78,7 @@ cdef int select_kernels() noexcept nogil:
     nibble_above_kernel = nibble_above
     hamming_below_many_kernel = hamming_below_many
     nibble_above_many_kernel = nibble_above_many
+    hamming_blocked_many_kernel = hamming_blocked_many
     kernel_name = name
     return 0
 
@@ -135,6 +139,7 @@ ctypedef struct Query:
     sqlitebin_nibble_above_fn nibble_above
     sqlitebin_hamming_below_many_fn hamming_below_many
     sqlitebin_nibble_above_many_fn nibble_above_many
+    sqlitebin_hamming_blocked_many_fn hamming_blocked_many
 
 
 cdef void query_free(Query *q) noexcept nogil:
@@ -161,6 +166,7 @@ cdef int query_prepare(Query *q, int mode, int dim, const uint8_t *floats, const
     q.nibble_above = nibble_above_kernel
     q.hamming_below_many = hamming_below_many_kernel
     q.nibble_above_many = nibble_above_many_kernel
+    q.hamming_blocked_many = hamming_blocked_many_kernel
     q.code = <uint8_t*>sqlite3_malloc64(q.code_bytes + 1)
     if q.code == NULL:
         return SQLITE_NOMEM
@@ -207,6 +213,7 @@ cdef void scan_context_init(ScanContext *scan, const Query *q, const IdFilter *a
     scan.nibble_above = q.nibble_above
     scan.hamming_below_many = q.hamming_below_many
     scan.nibble_above_many = q.nibble_above_many
+    scan.hamming_blocked_many = q.hamming_blocked_many
     scan.nibble_tables = q.nibble_tables
     scan.approx_scale = q.approx_scale
     scan.approx_high = q.approx_high
@@ -403,6 +410,7 @@ ctypedef struct ScanContext:
     sqlitebin_nibble_above_fn nibble_above
     sqlitebin_hamming_below_many_fn hamming_below_many
     sqlitebin_nibble_above_many_fn nibble_above_many
+    sqlitebin_hamming_blocked_many_fn hamming_blocked_many
     # Asymmetric fast scan: the true sum of a code is at most
     # approx_scale * (its nibble sum) + approx_high, so a code whose best case
     # cannot enter the heap is skipped without computing its exact score.
@@ -686,8 +694,12 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
         if hamming:
             for q in range(query_count):
                 b.thresholds[q] = hamming_threshold(&scans[q].top)
-            first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
-                                     b.thresholds, b.indices, b.distances, b.counts)
+            if first.blocked != NULL and b.nibble_tables != NULL:  # AVX2: popcount tables on the scan-ready copy
+                first.hamming_blocked_many(first.blocked, first_position + start, n, code_bytes, b.nibble_tables,
+                                           query_count, b.thresholds, b.indices, b.distances, b.counts)
+            else:
+                first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
+                                         b.thresholds, b.indices, b.distances, b.counts)
             for q in range(query_count):
                 offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed,
                               b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])

@@ -50,6 +50,11 @@ typedef size_t (*sqlitebin_hamming_below_many_fn)(const uint8_t *codes, size_t c
                                                   const uint8_t *queries, size_t query_count,
                                                   const uint32_t *thresholds, uint32_t *out_index,
                                                   uint32_t *out_distance, size_t *out_count);
+/* Hamming for several queries on the scan-ready layout (AVX2 batches; tables from sqlitebin_hamming_nibble_tables). */
+typedef size_t (*sqlitebin_hamming_blocked_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                    size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                    const uint32_t *thresholds, uint32_t *out_index,
+                                                    uint32_t *out_distance, size_t *out_count);
 typedef size_t (*sqlitebin_nibble_above_many_fn)(const uint8_t *blocked, size_t first, size_t count,
                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
                                                  const uint32_t *thresholds, uint32_t *out_index, size_t *out_count);
@@ -814,6 +819,110 @@ static size_t sqlitebin_nibble_above_many_avx512(const uint8_t *blocked, size_t 
 #undef SQLITEBIN_GROUP
 }
 
+/* Hamming on the scan-ready layout, for AVX2 batches (AVX2 has no vector popcount, and four POPCNTs per
+ * 256-bit code and query leave a batch no faster than one query at a time). The distance is a sum over code
+ * bytes of popcount(byte ^ query byte), and per query each byte's two nibbles have 16-entry tables of those
+ * popcounts (at most 4), in the nibble tables' layout (sqlitebin_hamming_nibble_tables): a row of 32 codes is
+ * then two VPSHUFBs and an add per query, after the nibbles are split once for up to four queries. Byte sums
+ * (at most 8) add in 8 bits for 31 rows, then widen; exact. Outputs as sqlitebin_hamming_below_many, the
+ * indices relative to `first`. */
+__attribute__((target("avx2"), always_inline))
+static inline void sqlitebin_hamming_blocked_group_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                                        size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                        const uint32_t *thresholds, uint32_t *out_index,
+                                                        uint32_t *out_distance, size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const size_t end = first + count;
+    const size_t table_bytes = 64 * code_bytes;
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        for (size_t half = 0; half < B; half += 32) {
+            if (b * B + half + 32 <= first || b * B + half >= end)
+                continue;  /* a half wholly outside the range */
+            __m256i all[4], odd[4], bytes[4];
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++)
+                all[g] = odd[g] = bytes[g] = _mm256_setzero_si256();
+            for (size_t j = 0; j < code_bytes; j++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(block + j * B + half));
+                __m256i high = _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble), low = _mm256_and_si256(x, nibble);
+                const int widen = j % 31 == 30 || j + 1 == code_bytes;
+#pragma GCC unroll 4
+                for (size_t g = 0; g < G; g++) {
+                    const uint8_t *t = tables + g * table_bytes + 64 * j;
+                    bytes[g] = _mm256_add_epi8(bytes[g], _mm256_add_epi8(
+                        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), high),
+                        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 32)), low)));
+                    if (widen) {
+                        all[g] = _mm256_add_epi16(all[g], bytes[g]);
+                        odd[g] = _mm256_add_epi16(odd[g], _mm256_srli_epi16(bytes[g], 8));
+                        bytes[g] = _mm256_setzero_si256();
+                    }
+                }
+            }
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++) {
+                const __m256i limit = _mm256_set1_epi16((short)(thresholds[g] < 0xFFFF ? thresholds[g] : 0xFFFF));
+                __m256i even = _mm256_sub_epi16(all[g], _mm256_slli_epi16(odd[g], 8));
+                /* x <= limit (unsigned) exactly when min(x, limit) == x; two mask bits per 16-bit lane. */
+                uint32_t pass[2] = {
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(even, limit), even)),
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(odd[g], limit), odd[g])),
+                };
+                if (!(pass[0] | pass[1]))
+                    continue;
+                uint16_t sums[2][16];
+                _mm256_storeu_si256((__m256i *)sums[0], even);
+                _mm256_storeu_si256((__m256i *)sums[1], odd[g]);
+                uint32_t *index = out_index + g * count + out_count[g];
+                uint32_t *distance = out_distance + g * count + out_count[g];
+                for (unsigned parity = 0; parity < 2; parity++) {
+                    uint32_t bits = pass[parity] & 0x55555555u;
+                    while (bits) {
+                        unsigned lane = (unsigned)__builtin_ctz(bits) >> 1;
+                        bits &= bits - 1;
+                        size_t code = b * B + half + 2 * lane + parity;
+                        if (code >= first && code < end) {
+                            *index++ = (uint32_t)(code - first);
+                            *distance++ = sums[parity][lane];
+                        }
+                    }
+                }
+                out_count[g] = (size_t)(index - (out_index + g * count));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2")))
+static size_t sqlitebin_hamming_blocked_many_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index,
+                                                  uint32_t *out_distance, size_t *out_count) {
+#define SQLITEBIN_HAMMING_GROUP(G)                                                                         \
+    sqlitebin_hamming_blocked_group_avx2(blocked, first, count, code_bytes, tables + q * 64 * code_bytes,  \
+                                         G, thresholds + q, out_index + q * count,                         \
+                                         out_distance + q * count, out_count + q)
+    size_t total = 0, q = 0;
+    for (size_t r = 0; r < query_count; r++)
+        out_count[r] = 0;
+    if (count == 0)
+        return 0;
+    for (; q + 4 <= query_count; q += 4)
+        SQLITEBIN_HAMMING_GROUP(4);
+    if (q + 2 <= query_count) {
+        SQLITEBIN_HAMMING_GROUP(2);
+        q += 2;
+    }
+    if (q < query_count)
+        SQLITEBIN_HAMMING_GROUP(1);
+#undef SQLITEBIN_HAMMING_GROUP
+    for (size_t r = 0; r < query_count; r++)
+        total += out_count[r];
+    return total;
+}
+
 /* AVX2: half a block (32 codes) at a time, up to four queries per pass (sixteen YMM registers: two
  * accumulators per query and the four split rows), VPSHUFB on 16-entry tables written twice. */
 __attribute__((target("avx2"), always_inline))
@@ -1052,6 +1161,42 @@ static size_t sqlitebin_sextet_above_many_portable(const uint8_t *blocked, size_
     return total;
 }
 
+static void sqlitebin_hamming_nibble_tables(const uint8_t *query, size_t code_bytes, uint8_t *tables) {
+    for (size_t j = 0; j < code_bytes; j++)
+        for (unsigned n = 0; n < 16; n++) {
+            uint8_t high = (uint8_t)sqlitebin_swar_popcount64(n ^ (query[j] >> 4u));
+            uint8_t low = (uint8_t)sqlitebin_swar_popcount64(n ^ (query[j] & 15u));
+            tables[64 * j + n] = tables[64 * j + 16 + n] = high;
+            tables[64 * j + 32 + n] = tables[64 * j + 48 + n] = low;
+        }
+}
+
+/* The same one code at a time, for tests and for builds without the vector kernels. */
+static size_t sqlitebin_hamming_blocked_many_portable(const uint8_t *blocked, size_t first, size_t count,
+                                                      size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                      const uint32_t *thresholds, uint32_t *out_index,
+                                                      uint32_t *out_distance, size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        const uint8_t *tq = tables + q * 64 * code_bytes;
+        out_count[q] = 0;
+        for (size_t i = 0; i < count; i++) {
+            size_t code = first + i;
+            const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+            uint32_t d = 0;
+            for (size_t j = 0; j < code_bytes; j++)
+                d += (uint32_t)tq[64 * j + (c[j * B] >> 4)] + tq[64 * j + 32 + (c[j * B] & 15)];
+            if (d <= thresholds[q]) {
+                out_index[q * count + out_count[q]] = (uint32_t)i;
+                out_distance[q * count + out_count[q]++] = d;
+            }
+        }
+        total += out_count[q];
+    }
+    return total;
+}
+
 #if !SQLITEBIN_HAVE_X86_KERNELS /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
 #  define sqlitebin_hamming_below_popcnt sqlitebin_hamming_below_portable
 #  define sqlitebin_hamming_below_avx2 sqlitebin_hamming_below_portable
@@ -1066,6 +1211,7 @@ static size_t sqlitebin_sextet_above_many_portable(const uint8_t *blocked, size_
 #  define sqlitebin_nibble_above_many_avx512 sqlitebin_nibble_above_many_portable
 #  define sqlitebin_nibble_above_many_avx512vbmi sqlitebin_nibble_above_many_portable
 #  define sqlitebin_sextet_above_many_avx512vbmi sqlitebin_sextet_above_many_portable
+#  define sqlitebin_hamming_blocked_many_avx2 sqlitebin_hamming_blocked_many_portable
 static int sqlitebin_cpu_has_avx512vbmi(void) { return 0; }
 #endif
 

@@ -102,6 +102,15 @@ cdef extern from "scan_kernels.h" nogil:
                                                       size_t code_bytes, const uint8_t *tables, size_t query_count,
                                                       const uint32_t *thresholds, uint32_t *out_index,
                                                       size_t *out_count) noexcept nogil
+    ctypedef size_t (*sqlitebin_hamming_blocked_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                         size_t code_bytes, const uint8_t *tables,
+                                                         size_t query_count, const uint32_t *thresholds,
+                                                         uint32_t *out_index, uint32_t *out_distance,
+                                                         size_t *out_count) noexcept nogil
+    size_t sqlitebin_hamming_blocked_many_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                               const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                                               uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    void sqlitebin_hamming_nibble_tables(const uint8_t *query, size_t code_bytes, uint8_t *tables)
     size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
                                             uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
     size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,

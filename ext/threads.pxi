@@ -174,9 +174,22 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
                 return SQLITE_NOMEM
             sqlitebin_advise_huge_pages(chunks.blocked, size)
             sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
+    cdef uint8_t *popcount_tables = NULL
     for q in range(query_count):
         scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
+    if (scan.mode == MODE_HAMMING and query_count > 1 and scan.hamming_blocked_many != NULL and chunks.blocked != NULL
+            and query_codes != NULL):
+        # An AVX2 Hamming batch reads the scan-ready copy through per-query popcount tables.
+        popcount_tables = <uint8_t*>sqlite3_malloc64(query_count * 64 * scan.code_bytes + 8)
+        if popcount_tables == NULL:
+            return SQLITE_NOMEM
+        for q in range(query_count):
+            sqlitebin_hamming_nibble_tables(query_codes + q * scan.code_bytes, scan.code_bytes,
+                                            popcount_tables + q * 64 * scan.code_bytes)
+            scans[q].blocked = chunks.blocked
+        nibble_tables = popcount_tables
     rc = scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+    sqlite3_free(popcount_tables)
     if rc == SQLITE_OK and scan.mode == MODE_ASYMMETRIC:
         for q in range(query_count):
             fill_distances(&scans[q], chunks)

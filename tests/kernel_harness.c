@@ -10,6 +10,7 @@
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE
 #endif
+#include <stdlib.h>
 #include "scan_kernels.h"
 #include "scan_threads.h"
 
@@ -119,6 +120,25 @@ long harness_sextet_above_many(int level, const uint8_t *blocked, size_t first, 
         return -1;
     return (long)sqlitebin_sextet_above_many_avx512vbmi(blocked, first, count, code_bytes, tables, query_count,
                                                         thresholds, out_index, out_count);
+}
+
+/* Hamming on the scan-ready layout with per-query nibble popcount tables: 0 one code at a time, 2 AVX2. */
+long harness_hamming_blocked_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                  const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                  uint32_t *out_index, uint32_t *out_distance, size_t *out_count) {
+    if ((level != 0 && level != 2) || !harness_supported(level))
+        return -1;
+    if (query_count == 0 || code_bytes == 0)
+        return 0;
+    uint8_t *tables = malloc(query_count * 64 * code_bytes);
+    if (tables == NULL)
+        return -2;
+    for (size_t q = 0; q < query_count; q++)
+        sqlitebin_hamming_nibble_tables(queries + q * code_bytes, code_bytes, tables + q * 64 * code_bytes);
+    long m = (long)(level == 0 ? sqlitebin_hamming_blocked_many_portable : sqlitebin_hamming_blocked_many_avx2)(
+        blocked, first, count, code_bytes, tables, query_count, thresholds, out_index, out_distance, out_count);
+    free(tables);
+    return m;
 }
 
 void harness_transpose(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {

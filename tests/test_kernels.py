@@ -61,6 +61,8 @@ def build_harness(directory, *defines):
     lib.harness_nibble_above_many.restype = ctypes.c_long
     lib.harness_sextet_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
     lib.harness_sextet_above_many.restype = ctypes.c_long
+    lib.harness_hamming_blocked_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P, P]
+    lib.harness_hamming_blocked_many.restype = ctypes.c_long
     lib.harness_advise_huge_pages.argtypes = [P, size]
     return lib
 
@@ -311,6 +313,41 @@ def test_nibble_above_many_queries(harness, name):
         for q in range(query_count):
             got = sorted(index[q * length:q * length + int(counts[q])].tolist())
             assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_hamming_blocked_many_queries(harness, level):
+    """The AVX2 batch Hamming kernel on the scan-ready layout (and its one-code-at-a-time reference) against
+    NumPy: exact distances at or below each query's threshold, for code lengths around its 31-row widening,
+    ranges starting and ending inside blocks and halves, groups of 4, 2 and 1 queries, and ties."""
+    supported(harness, level)
+    rng = np.random.default_rng(85 + level)
+    cases = [(32, 1000, 7, 37, 900), (1, 70, 3, 5, 64), (30, 130, 4, 33, 60), (31, 200, 5, 64, 130),
+             (32, 96, 2, 0, 96), (62, 129, 9, 1, 128), (63, 100, 1, 31, 2), (100, 90, 6, 0, 90), (512, 70, 3, 3, 60)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal distances
+        queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
+        queries[0] = codes[first]
+        blocked = numpy_blocked(codes)
+        expected = [numpy_distances(codes, q)[first:first + length] for q in queries]
+        thresholds = np.array([int(np.percentile(d, 3 + 11 * q % 90)) if length else 0 for q, d in enumerate(expected)],
+                              U32)
+        thresholds[-1] = 0xFFFFFFFF
+        if query_count > 2:
+            thresholds[1] = 0
+        index = np.zeros(max(query_count * length, 1), U32)
+        distance = np.zeros(max(query_count * length, 1), U32)
+        counts = np.zeros(query_count, np.uintp)
+        total = harness.harness_hamming_blocked_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                     queries.ctypes.data, query_count, thresholds.ctypes.data,
+                                                     index.ctypes.data, distance.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            m = int(counts[q])
+            got = sorted(zip(index[q * length:q * length + m].tolist(), distance[q * length:q * length + m].tolist()))
+            assert got == [(i, int(d)) for i, d in enumerate(expected[q]) if d <= thresholds[q]], (
+                code_bytes, first, length, q)
 
 
 def numpy_sextet_sums(codes, tables):
