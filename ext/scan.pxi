@@ -640,8 +640,8 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
 
 
 # A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
-# read from memory once and every query of the batch runs over it while it sits in L1/L2
-# (sqlitebin_hamming_below_many / sqlitebin_nibble_above_many), each at its own threshold, into its own heap.
+# read from memory once and the batch kernels (scan_kernels.h, "many queries per pass") load each step of
+# it into registers once for many queries, each at its own threshold, into its own heap.
 
 ctypedef struct BatchBuffers:
     const uint8_t *query_codes    # query_count codes side by side

@@ -161,10 +161,13 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
     """Scan every chunk of `chunks` into each scans[q].top (see scan_chunks_many for a batch). The
     asymmetric nibble scan reads the codes in the scan-ready layout: the shared code cache builds it
     when it loads (cache.pxi); otherwise it is built here on first need when `may_transpose` (a
-    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly."""
+    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly.
+    An AVX2 Hamming batch reads the scan-ready copy too, through per-query popcount tables. An asymmetric
+    scan's Hamming distances are filled in once it is over (fill_distances)."""
     cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
     cdef int64_t size
     cdef int rc
+    cdef uint8_t *popcount_tables = NULL
     cdef ScanContext *scan = &scans[0]
     if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
         if chunks.blocked == NULL and may_transpose:
@@ -174,7 +177,6 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
                 return SQLITE_NOMEM
             sqlitebin_advise_huge_pages(chunks.blocked, size)
             sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
-    cdef uint8_t *popcount_tables = NULL
     for q in range(query_count):
         scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
     if (scan.mode == MODE_HAMMING and query_count > 1 and scan.hamming_blocked_many != NULL and chunks.blocked != NULL
@@ -197,8 +199,8 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
 
 
 cdef void fill_distances(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
-    """The Hamming distances of an asymmetric scan's hits in the ChunkData, left at 0 by offer_emitted:
-    from the row-major codes, once per hit kept (their codes are far apart: requested all at once first)."""
+    """The Hamming distances of an asymmetric scan's hits in the ChunkData, left at 0 when they entered the
+    heap: from the row-major codes, once per hit kept (their codes are far apart: requested all at once first)."""
     cdef int64_t i, location
     cdef TopK *top = &scan.top
     for i in range(top.size):
