@@ -498,6 +498,12 @@ def test_kernel_cap_never_exceeds_the_cpu(restore_kernels):
         best = capability.get(debug["cpu"], "portable")
         assert debug["popcount"] == LEVELS[min(LEVELS.index(level), LEVELS.index(best))]
         assert debug["asymmetric_scan"].startswith("nibble-") == (debug["popcount"] in ("avx2", "avx512"))
+        # The batch kernels follow the level: 6-bit groups exactly where the one-query scan uses VBMI.
+        assert debug["batch_hamming"] == {"avx512": "avx512-transposed", "avx2": "avx2-popcount-tables"}.get(
+            debug["popcount"], "loop")
+        assert (debug["batch_asymmetric"] == "sextet-avx512vbmi") == (debug["asymmetric_scan"] == "nibble-avx512vbmi")
+        if debug["asymmetric_scan"] != "nibble-avx512vbmi":
+            assert debug["batch_asymmetric"] == debug["asymmetric_scan"]
         assert debug["cpu_features"]
 
 
