@@ -188,16 +188,31 @@ cdef void debug_sql(sqlite3_context *ctx, int argc, sqlite3_value **argv) noexce
         asymmetric = "nibble-avx512"
     elif nibble_above_kernel == sqlitebin_nibble_above_avx2:
         asymmetric = "nibble-avx2"
+    # The batch kernels (several queries per pass over the codes; scan_kernels.h).
+    cdef const char *batch_hamming = "loop"
+    cdef const char *batch_asymmetric = "byte-table"
+    if hamming_below_many_kernel == sqlitebin_hamming_below_many_avx512:
+        batch_hamming = "avx512-transposed"
+    elif hamming_blocked_many_kernel != NULL:
+        batch_hamming = "avx2-popcount-tables"
+    if nibble_above_many_kernel == sqlitebin_sextet_above_many_avx512vbmi:
+        batch_asymmetric = "sextet-avx512vbmi"
+    elif nibble_above_many_kernel == sqlitebin_nibble_above_many_avx512:
+        batch_asymmetric = "nibble-avx512"
+    elif nibble_above_many_kernel == sqlitebin_nibble_above_many_avx2:
+        batch_asymmetric = "nibble-avx2"
     sqlitebin_cpu_features(features, sizeof(features))
     if SQLITEBIN_HAVE_X86_KERNELS:
         cpu = "x86-64 avx512" if sqlitebin_cpu_has_avx512() else (
             "x86-64 avx2" if sqlitebin_cpu_has_avx2() else (
                 "x86-64 popcnt" if sqlitebin_cpu_has_popcnt() else "x86-64 baseline"))
     cdef char *text = sqlite3_mprintf(
-        "version=%s\npopcount=%s\nasymmetric_scan=%s\ncpu=%s\ncpu_features=%s\nidle_cpus=%ld\n"
+        "version=%s\npopcount=%s\nasymmetric_scan=%s\nbatch_hamming=%s\nbatch_asymmetric=%s\ncpu=%s\n"
+        "cpu_features=%s\nidle_cpus=%ld\n"
         "sqlite_headers=%s\nsqlite_runtime=%s\ncompiler=%s\nshared_code_caches=%d\ncached_vector_bytes=%lld",
-        SQLITEBIN_VERSION, kernel_name, asymmetric, cpu, features, sqlitebin_idle_cpus(), SQLITE_VERSION,
-        sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count(), shared_cached_vector_bytes())
+        SQLITEBIN_VERSION, kernel_name, asymmetric, batch_hamming, batch_asymmetric, cpu, features,
+        sqlitebin_idle_cpus(), SQLITE_VERSION, sqlite3_libversion(), SQLITEBIN_COMPILER, shared_cache_count(),
+        shared_cached_vector_bytes())
     if text == NULL:
         sqlite3_result_error_nomem(ctx)
         return

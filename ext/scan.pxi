@@ -9,6 +9,9 @@ cdef sqlitebin_hamming_fn hamming_kernel
 cdef sqlitebin_popcount_fn popcount_kernel
 cdef sqlitebin_hamming_below_fn hamming_below_kernel
 cdef sqlitebin_nibble_above_fn nibble_above_kernel  # NULL below AVX2: the asymmetric scan then scores every code exactly
+cdef sqlitebin_hamming_below_many_fn hamming_below_many_kernel  # the batch kernels: several queries per block
+cdef sqlitebin_nibble_above_many_fn nibble_above_many_kernel  # NULL exactly when nibble_above_kernel is
+cdef sqlitebin_hamming_blocked_many_fn hamming_blocked_many_kernel  # AVX2 Hamming batches on the scan-ready layout, else NULL
 cdef const char *kernel_name
 
 
@@ -22,10 +25,14 @@ cdef int select_kernels() noexcept nogil:
     (every load calls it), so the choice is made in locals and each global is
     written once, with a usable kernel: never a transient NULL."""
     global hamming_kernel, popcount_kernel, kernel_name, hamming_below_kernel, nibble_above_kernel
+    global hamming_below_many_kernel, nibble_above_many_kernel, hamming_blocked_many_kernel
     cdef sqlitebin_hamming_fn hamming = sqlitebin_hamming_portable
     cdef sqlitebin_popcount_fn popcount = sqlitebin_popcount_portable
     cdef sqlitebin_hamming_below_fn hamming_below = sqlitebin_hamming_below_portable
     cdef sqlitebin_nibble_above_fn nibble_above = NULL
+    cdef sqlitebin_hamming_below_many_fn hamming_below_many = sqlitebin_hamming_below_many_portable
+    cdef sqlitebin_nibble_above_many_fn nibble_above_many = NULL
+    cdef sqlitebin_hamming_blocked_many_fn hamming_blocked_many = NULL
     cdef const char *name = "portable"
     cdef const char *cap = getenv("SQLITEBIN_POPCOUNT")
     cdef int level = 3  # 0 portable, 1 popcnt, 2 avx2, 3 avx512
@@ -42,23 +49,36 @@ cdef int select_kernels() noexcept nogil:
         hamming = sqlitebin_hamming_avx512
         popcount = sqlitebin_popcount_avx512
         hamming_below = sqlitebin_hamming_below_avx512
-        nibble_above = sqlitebin_nibble_above_avx512vbmi if sqlitebin_cpu_has_avx512vbmi() else sqlitebin_nibble_above_avx512
+        hamming_below_many = sqlitebin_hamming_below_many_avx512
+        if sqlitebin_cpu_has_avx512vbmi():
+            nibble_above = sqlitebin_nibble_above_avx512vbmi
+            nibble_above_many = sqlitebin_sextet_above_many_avx512vbmi
+        else:
+            nibble_above = sqlitebin_nibble_above_avx512
+            nibble_above_many = sqlitebin_nibble_above_many_avx512
         name = "avx512"
     elif SQLITEBIN_HAVE_X86_KERNELS and level >= 2 and sqlitebin_cpu_has_avx2():
         hamming = sqlitebin_hamming_avx2
         popcount = sqlitebin_popcount_popcnt
         hamming_below = sqlitebin_hamming_below_avx2
+        hamming_below_many = sqlitebin_hamming_below_many_avx2
         nibble_above = sqlitebin_nibble_above_avx2
+        nibble_above_many = sqlitebin_nibble_above_many_avx2
+        hamming_blocked_many = sqlitebin_hamming_blocked_many_avx2
         name = "avx2"
     elif SQLITEBIN_HAVE_X86_KERNELS and level >= 1 and sqlitebin_cpu_has_popcnt():
         hamming = sqlitebin_hamming_popcnt
         popcount = sqlitebin_popcount_popcnt
         hamming_below = sqlitebin_hamming_below_popcnt
+        hamming_below_many = sqlitebin_hamming_below_many_popcnt
         name = "popcnt"
     hamming_kernel = hamming
     popcount_kernel = popcount
     hamming_below_kernel = hamming_below
     nibble_above_kernel = nibble_above
+    hamming_below_many_kernel = hamming_below_many
+    nibble_above_many_kernel = nibble_above_many
+    hamming_blocked_many_kernel = hamming_blocked_many
     kernel_name = name
     return 0
 
@@ -117,6 +137,9 @@ ctypedef struct Query:
     sqlitebin_hamming_fn hamming
     sqlitebin_hamming_below_fn hamming_below
     sqlitebin_nibble_above_fn nibble_above
+    sqlitebin_hamming_below_many_fn hamming_below_many
+    sqlitebin_nibble_above_many_fn nibble_above_many
+    sqlitebin_hamming_blocked_many_fn hamming_blocked_many
 
 
 cdef void query_free(Query *q) noexcept nogil:
@@ -141,6 +164,9 @@ cdef int query_prepare(Query *q, int mode, int dim, const uint8_t *floats, const
     q.hamming = hamming_kernel
     q.hamming_below = hamming_below_kernel
     q.nibble_above = nibble_above_kernel
+    q.hamming_below_many = hamming_below_many_kernel
+    q.nibble_above_many = nibble_above_many_kernel
+    q.hamming_blocked_many = hamming_blocked_many_kernel
     q.code = <uint8_t*>sqlite3_malloc64(q.code_bytes + 1)
     if q.code == NULL:
         return SQLITE_NOMEM
@@ -185,6 +211,9 @@ cdef void scan_context_init(ScanContext *scan, const Query *q, const IdFilter *a
     scan.hamming = q.hamming
     scan.hamming_below = q.hamming_below
     scan.nibble_above = q.nibble_above
+    scan.hamming_below_many = q.hamming_below_many
+    scan.nibble_above_many = q.nibble_above_many
+    scan.hamming_blocked_many = q.hamming_blocked_many
     scan.nibble_tables = q.nibble_tables
     scan.approx_scale = q.approx_scale
     scan.approx_high = q.approx_high
@@ -212,10 +241,10 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
     that nibble covers with bits set in n; each table is shifted by its minimum
     and quantized to 0..SQLITEBIN_NIBBLE_LEVELS with one step for all tables. The sum of the exact entries is
     then at most scale * (sum of quantized entries) + high, where `high` adds the
-    minimums and the worst-case rounding (half a step per table)."""
+    minimums and each table's largest rounding error (at most half a step)."""
     cdef int j, half, n, r, dimension, t
     cdef double values[256]  # 2 tables x 16 entries, then reused per byte
-    cdef double step = 0, low, top, offset = 0, level
+    cdef double step = 0, low, top, offset = 0, level, worst, rounding = 0
     cdef double *minimum = <double*>sqlite3_malloc64(16 * code_bytes + 16)
     if minimum == NULL:
         return SQLITE_NOMEM
@@ -241,20 +270,102 @@ cdef int build_nibble_tables(const float *query, int dim, int code_bytes, uint8_
                     if top - low > step:
                         step = top - low
                     continue
+                worst = -1e300
                 for n in range(16):
                     level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
                     if level > SQLITEBIN_NIBBLE_LEVELS:
                         level = SQLITEBIN_NIBBLE_LEVELS
                     tables[64 * j + 32 * half + n] = <uint8_t>level
                     tables[64 * j + 32 * half + 16 + n] = <uint8_t>level
+                    if values[n] - low - step * level > worst:
+                        worst = values[n] - low - step * level
+                rounding += worst
         if pass_number == 0:
             step = step / SQLITEBIN_NIBBLE_LEVELS
             for t in range(2 * code_bytes):
                 offset += minimum[t]
     sqlite3_free(minimum)
     scale[0] = step
-    # Rounding error: half a step per table; a little more for float rounding in the exact sums.
-    high[0] = offset + code_bytes * step + 1e-4
+    # Rounding error: each table's largest (at most half a step, about 0.44 of one on average), which
+    # bounds every code tighter than half a step per table; a little more for float rounding in the exact sums.
+    high[0] = offset + rounding + 1e-4
+    return SQLITE_OK
+
+
+cdef int build_sextet_tables(const float *query, int dim, int code_bytes, uint8_t *tables,
+                             double *scale, double *high) noexcept nogil:
+    """uint8 tables for the batch scan on 6-bit groups (layout in scan_kernels.h) and their error bound, by
+    build_nibble_tables' rule: entry (g, n) is the sum of the query values of the dimensions 6g .. 6g + 5
+    whose bits are set in n (bit 5 the first), each table shifted by its minimum and quantized to
+    0..SQLITEBIN_NIBBLE_LEVELS with one step for all; the exact sum is at most scale * (sum of quantized
+    entries) + high, where `high` adds the minimums and each table's largest rounding error."""
+    cdef int groups = 4 * ((code_bytes + 2) // 3), g, n, low_bit, dimension, pass_number
+    cdef double values[64]
+    cdef double step = 0, low, top, offset = 0, level, worst, rounding = 0
+    for pass_number in range(2):
+        for g in range(groups):
+            values[0] = 0
+            low = 0
+            top = 0
+            for n in range(1, 64):
+                low_bit = 0
+                while not ((n >> low_bit) & 1):
+                    low_bit += 1
+                dimension = 6 * g + 5 - low_bit
+                values[n] = values[n & (n - 1)] + (query[dimension] if dimension < dim else 0)
+                if values[n] < low:
+                    low = values[n]
+                if values[n] > top:
+                    top = values[n]
+            if pass_number == 0:
+                offset += low
+                if top - low > step:
+                    step = top - low
+                continue
+            worst = -1e300
+            for n in range(64):
+                level = floor((values[n] - low) / step + 0.5) if step > 0 else 0
+                if level > SQLITEBIN_NIBBLE_LEVELS:
+                    level = SQLITEBIN_NIBBLE_LEVELS
+                tables[64 * g + n] = <uint8_t>level
+                if values[n] - low - step * level > worst:
+                    worst = values[n] - low - step * level
+            rounding += worst
+        if pass_number == 0:
+            step = step / SQLITEBIN_NIBBLE_LEVELS
+    scale[0] = step
+    high[0] = offset + rounding + 1e-4
+    return SQLITE_OK
+
+
+cdef inline size_t batch_table_bytes(const Query *q) noexcept nogil:
+    """Bytes of one query's tables in a batch: 6-bit-group tables for the VBMI batch kernel, else nibble tables."""
+    if q.nibble_above_many == sqlitebin_sextet_above_many_avx512vbmi:
+        return sqlitebin_sextet_table_bytes(q.code_bytes)
+    return 64 * <size_t>q.code_bytes
+
+
+cdef int batch_tables_build(const Query *queries, ScanContext *scans, int64_t count, const uint8_t *floats,
+                            uint8_t *tables) noexcept nogil:
+    """The tables of a batch's queries side by side (batch_table_bytes each), for its asymmetric scan.
+    `floats`: the count float32 queries (4 * dim bytes each, checked). With 6-bit-group tables each
+    scan's bound (approx_scale, approx_high) is replaced by theirs."""
+    cdef size_t size = batch_table_bytes(&queries[0])
+    cdef int64_t j
+    cdef int dim = queries[0].dim
+    cdef float *values
+    if size == 64 * <size_t>queries[0].code_bytes:
+        for j in range(count):
+            memcpy(tables + j * size, queries[j].nibble_tables, size)
+        return SQLITE_OK
+    values = <float*>sqlite3_malloc64(4 * dim + 4)
+    if values == NULL:
+        return SQLITE_NOMEM
+    for j in range(count):
+        memcpy(values, floats + j * 4 * dim, 4 * dim)
+        build_sextet_tables(values, dim, queries[j].code_bytes, tables + j * size, &scans[j].approx_scale,
+                            &scans[j].approx_high)
+    sqlite3_free(values)
     return SQLITE_OK
 
 
@@ -297,6 +408,9 @@ ctypedef struct ScanContext:
     sqlitebin_hamming_fn hamming
     sqlitebin_hamming_below_fn hamming_below
     sqlitebin_nibble_above_fn nibble_above
+    sqlitebin_hamming_below_many_fn hamming_below_many
+    sqlitebin_nibble_above_many_fn nibble_above_many
+    sqlitebin_hamming_blocked_many_fn hamming_blocked_many
     # Asymmetric fast scan: the true sum of a code is at most
     # approx_scale * (its nibble sum) + approx_high, so a code whose best case
     # cannot enter the heap is skipped without computing its exact score.
@@ -342,35 +456,75 @@ cdef inline bint scan_uses_nibbles(const ScanContext *scan, int64_t first_positi
             and scan.blocked != NULL and scan.nibble_tables != NULL)
 
 
+cdef int64_t score_nibble_emitted(ScanContext *scan, const uint8_t *ids_blob, int64_t start,
+                                  int64_t first_position, const uint32_t *indices, int64_t m, uint32_t *survivors,
+                                  double *keys) noexcept nogil:
+    """The exact scores of the codes the nibble kernel emitted from the block at `start` (indices relative
+    to it), from the scan-ready copy it has just read (in cache). Only codes that can still enter the heap
+    are kept (in survivors and keys; `survivors` may be `indices`): most of those the loose nibble bound
+    lets through are dropped here, before their ids and validity bits, far apart in memory, are read. Those
+    of the survivors are requested now and read by offer_scored, after the next kernel call where it can
+    wait that long, so the memory latency overlaps the scan. Returns how many survived."""
+    cdef int64_t e, position, kept = 0
+    cdef int code_bytes = scan.code_bytes
+    cdef const uint8_t *transposed
+    cdef double key
+    cdef TopK *top = &scan.top
+    for e in range(m):
+        position = first_position + start + indices[e]
+        transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
+                      + position % SQLITEBIN_NIBBLE_BLOCK)
+        key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes, SQLITEBIN_NIBBLE_BLOCK)
+        if top.size == top.k and key > top.heap[0].key:
+            continue
+        survivors[kept] = indices[e]
+        keys[kept] = key
+        kept += 1
+        __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
+        if scan.validity != NULL:
+            __builtin_prefetch(scan.validity + (position >> 3))
+    return kept
+
+
+cdef void offer_scored(ScanContext *scan, const uint8_t *ids_blob, int64_t start, int64_t first_position,
+                       bint skip_changed, const uint32_t *indices, const double *keys, int64_t m) noexcept nogil:
+    """Offer codes of the block at `start` already scored (score_nibble_emitted) to the top-k: the key against
+    the heap as it is now, then the validity, id and filter checks. Their Hamming distances are filled in
+    after the scan (fill_distances)."""
+    cdef int64_t e, i, id, position
+    cdef TopK *top = &scan.top
+    for e in range(m):
+        if top.size == top.k and keys[e] > top.heap[0].key:
+            continue
+        i = start + indices[e]
+        position = first_position + i
+        if scan.validity != NULL and not ((scan.validity[position >> 3] << (position & 7)) & 0x80):
+            continue
+        memcpy(&id, ids_blob + 8 * i, 8)
+        if scan.allowed != NULL and not filter_allows(scan.allowed, id):
+            continue
+        if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
+            continue
+        topk_offer(top, keys[e], id, position, 0)
+
+
 cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t start,
-                        int64_t first_position, bint skip_changed, bint nibble, const uint32_t *indices,
+                        int64_t first_position, bint skip_changed, const uint32_t *indices,
                         const uint32_t *distances, int64_t m) noexcept nogil:
-    """Offer the codes a kernel emitted from the block at `start` (indices relative to it; NULL:
-    the first m codes of the block, every one scored here) to the top-k: the exact score, then the
-    validity, id and filter checks for those that would enter the heap."""
+    """Offer the codes a Hamming kernel emitted from the block at `start` (indices relative to it, with their
+    distances), or in asymmetric mode without the nibble scan the codes at `indices` (NULL: the first m codes
+    of the block), scored here, to the top-k: the key, then the validity, id and filter checks for those that
+    would enter the heap."""
     cdef int64_t i, e, id, position = -1
     cdef uint32_t distance
-    cdef const uint8_t *transposed = NULL
     cdef int code_bytes = scan.code_bytes
     cdef double key
     cdef TopK *top = &scan.top
     cdef bint hamming = scan.mode == MODE_HAMMING
-    if nibble:
-        # The ids of the few candidates are far apart in memory: request them all before scoring any.
-        for e in range(m):
-            __builtin_prefetch(ids_blob + 8 * (start + indices[e]))
     for e in range(m):
         if hamming:
             i = start + indices[e]
             key = <double>distances[e]
-        elif nibble:
-            # Scored from the scan-ready copy the kernel has just read (in cache), not the row-major codes.
-            i = start + indices[e]
-            position = first_position + i
-            transposed = (scan.blocked + (position // SQLITEBIN_NIBBLE_BLOCK) * code_bytes * SQLITEBIN_NIBBLE_BLOCK
-                          + position % SQLITEBIN_NIBBLE_BLOCK)
-            key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, transposed, code_bytes,
-                                                                SQLITEBIN_NIBBLE_BLOCK)
         else:
             i = start + (indices[e] if indices != NULL else e)
             key = scan.query_sum - 2.0 * <double>asymmetric_sum(scan.tables, codes + i * code_bytes, code_bytes, 1)
@@ -385,13 +539,13 @@ cdef void offer_emitted(ScanContext *scan, const uint8_t *ids_blob, const uint8_
             continue
         if skip_changed and id_in_sorted(scan.changed_ids, scan.changed_count, id):
             continue
-        # The Hamming distance reported beside an asymmetric score, from the code at hand: only codes
-        # entering the heap pay for it, and no lookup of the results' codes is needed afterwards.
+        # The Hamming distance reported beside an asymmetric score: for codes in the ChunkData it is
+        # computed once the scan is over, for the hits kept only (fill_distances); at k = 100 about ten
+        # times as many codes enter the heap during a scan as stay in it.
         if hamming:
             distance = distances[e]
-        elif nibble:
-            distance = <uint32_t>sqlitebin_hamming_strided(transposed, SQLITEBIN_NIBBLE_BLOCK, scan.query_code,
-                                                           code_bytes)
+        elif position >= 0:
+            distance = 0
         else:
             distance = <uint32_t>scan.hamming(codes + i * code_bytes, scan.query_code, code_bytes)
         topk_offer(top, key, id, position, distance)
@@ -415,8 +569,44 @@ cdef void offer_allowed(ScanContext *scan, const uint8_t *ids_blob, const uint8_
             distances[m] = <uint32_t>scan.hamming(codes + (start + i) * code_bytes, scan.query_code, code_bytes)
         m += 1
     if m > 0:
-        offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices,
+        offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, indices,
                       distances if scan.mode == MODE_HAMMING else NULL, m)
+
+
+cdef void scan_codes_nibble(ScanContext *scan, const uint8_t *ids_blob, int64_t count, int64_t first_position,
+                            bint skip_changed) noexcept nogil:
+    """scan_codes for the asymmetric nibble scan: each kernel call's survivors are scored at once
+    (score_nibble_emitted) and offered after the next call, when their ids have arrived."""
+    cdef int64_t start = 0, n, m, pending = 0, pending_start = 0
+    cdef uint32_t indices[NIBBLE_SCAN_BLOCK]
+    cdef uint32_t survivors_a[NIBBLE_SCAN_BLOCK]
+    cdef uint32_t survivors_b[NIBBLE_SCAN_BLOCK]
+    cdef double keys_a[NIBBLE_SCAN_BLOCK]
+    cdef double keys_b[NIBBLE_SCAN_BLOCK]
+    cdef uint32_t *survivors = survivors_a
+    cdef uint32_t *pending_survivors = survivors_b
+    cdef double *keys = keys_a
+    cdef double *pending_keys = keys_b
+    cdef uint32_t *swap_survivors
+    cdef double *swap_keys
+    while start < count:
+        n = count - start if count - start < NIBBLE_SCAN_BLOCK else NIBBLE_SCAN_BLOCK
+        m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, scan.code_bytes,
+                                       scan.nibble_tables, nibble_threshold(scan), indices)
+        m = score_nibble_emitted(scan, ids_blob, start, first_position, indices, m, survivors, keys)
+        offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors,
+                     pending_keys, pending)
+        swap_survivors = pending_survivors
+        pending_survivors = survivors
+        survivors = swap_survivors
+        swap_keys = pending_keys
+        pending_keys = keys
+        keys = swap_keys
+        pending = m
+        pending_start = start
+        start += n
+    offer_scored(scan, ids_blob, pending_start, first_position, skip_changed, pending_survivors, pending_keys,
+                 pending)
 
 
 cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *codes, int64_t count,
@@ -433,29 +623,25 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
     cdef uint32_t indices[SCAN_BLOCK]
     cdef uint32_t distances[SCAN_BLOCK]
     cdef bint hamming = scan.mode == MODE_HAMMING
-    cdef bint nibble = scan_uses_nibbles(scan, first_position)
+    if not scan.filter_first and scan_uses_nibbles(scan, first_position):
+        scan_codes_nibble(scan, ids_blob, count, first_position, skip_changed)
+        return
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
-        if nibble and n > NIBBLE_SCAN_BLOCK:
-            n = NIBBLE_SCAN_BLOCK
         if scan.filter_first:
             offer_allowed(scan, ids_blob, codes, start, n, first_position, skip_changed)
         elif hamming:
             m = <int64_t>scan.hamming_below(codes + start * code_bytes, n, code_bytes, scan.query_code,
                                             hamming_threshold(&scan.top), indices, distances)
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, indices, distances, m)
-        elif nibble:
-            m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, code_bytes,
-                                           scan.nibble_tables, nibble_threshold(scan), indices)
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, True, indices, NULL, m)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, indices, distances, m)
         else:
-            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+            offer_emitted(scan, ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
         start += n
 
 
 # A batch of queries (the same mode, kernels and prefilter) scanned together: each block of codes is
-# read from memory once and every query of the batch runs over it while it sits in L1/L2
-# (sqlitebin_hamming_below_many / sqlitebin_nibble_above_many), each at its own threshold, into its own heap.
+# read from memory once and the batch kernels (scan_kernels.h, "many queries per pass") load each step of
+# it into registers once for many queries, each at its own threshold, into its own heap.
 
 ctypedef struct BatchBuffers:
     const uint8_t *query_codes    # query_count codes side by side
@@ -463,6 +649,7 @@ ctypedef struct BatchBuffers:
     uint32_t *thresholds          # query_count
     uint32_t *indices             # query_count x SCAN_BLOCK
     uint32_t *distances           # query_count x SCAN_BLOCK
+    double *keys                  # query_count x NIBBLE_SCAN_BLOCK: the nibble scan's exact scores
     size_t *counts                # query_count
 
 
@@ -471,8 +658,9 @@ cdef int batch_buffers_alloc(BatchBuffers *b, int64_t query_count) noexcept nogi
     b.thresholds = <uint32_t*>sqlite3_malloc64(4 * query_count + 8)
     b.indices = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
     b.distances = <uint32_t*>sqlite3_malloc64(4 * query_count * SCAN_BLOCK + 8)
+    b.keys = <double*>sqlite3_malloc64(8 * query_count * NIBBLE_SCAN_BLOCK + 8)
     b.counts = <size_t*>sqlite3_malloc64(sizeof(size_t) * query_count + 8)
-    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.counts == NULL:
+    if b.thresholds == NULL or b.indices == NULL or b.distances == NULL or b.keys == NULL or b.counts == NULL:
         return SQLITE_NOMEM
     return SQLITE_OK
 
@@ -481,10 +669,12 @@ cdef void batch_buffers_free(BatchBuffers *b) noexcept nogil:
     sqlite3_free(b.thresholds)
     sqlite3_free(b.indices)
     sqlite3_free(b.distances)
+    sqlite3_free(b.keys)
     sqlite3_free(b.counts)
     b.thresholds = NULL
     b.indices = NULL
     b.distances = NULL
+    b.keys = NULL
     b.counts = NULL
 
 
@@ -495,7 +685,8 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
     cdef ScanContext *first = &scans[0]
     cdef int code_bytes = first.code_bytes
     cdef bint hamming = first.mode == MODE_HAMMING
-    cdef bint nibble = scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+    cdef bint nibble = (scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
+                        and first.nibble_above_many != NULL)
     while start < count:
         n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if nibble and n > NIBBLE_SCAN_BLOCK:
@@ -503,20 +694,30 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
         if hamming:
             for q in range(query_count):
                 b.thresholds[q] = hamming_threshold(&scans[q].top)
-            sqlitebin_hamming_below_many(first.hamming_below, codes + start * code_bytes, n, code_bytes,
-                                         b.query_codes, query_count, b.thresholds, b.indices, b.distances, b.counts)
+            if first.blocked != NULL and b.nibble_tables != NULL:  # AVX2: popcount tables on the scan-ready copy
+                first.hamming_blocked_many(first.blocked, first_position + start, n, code_bytes, b.nibble_tables,
+                                           query_count, b.thresholds, b.indices, b.distances, b.counts)
+            else:
+                first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
+                                         b.thresholds, b.indices, b.distances, b.counts)
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False,
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed,
                               b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
         elif nibble:
             for q in range(query_count):
                 b.thresholds[q] = nibble_threshold(&scans[q])
-            sqlitebin_nibble_above_many(first.nibble_above, first.blocked, first_position + start, n, code_bytes,
-                                        b.nibble_tables, query_count, b.thresholds, b.indices, b.counts)
+            first.nibble_above_many(first.blocked, first_position + start, n, code_bytes, b.nibble_tables,
+                                    query_count, b.thresholds, b.indices, b.counts)
+            # Every query's survivors are scored (their ids requested) before any is offered: the other
+            # queries' scoring covers the memory latency (score_nibble_emitted).
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, True,
-                              b.indices + q * n, NULL, <int64_t>b.counts[q])
+                b.counts[q] = <size_t>score_nibble_emitted(&scans[q], ids_blob, start, first_position,
+                                                           b.indices + q * n, <int64_t>b.counts[q],
+                                                           b.indices + q * n, b.keys + q * NIBBLE_SCAN_BLOCK)
+            for q in range(query_count):
+                offer_scored(&scans[q], ids_blob, start, first_position, skip_changed, b.indices + q * n,
+                             b.keys + q * NIBBLE_SCAN_BLOCK, <int64_t>b.counts[q])
         else:
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, False, NULL, NULL, n)
+                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
         start += n

@@ -45,6 +45,20 @@ typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count,
 typedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                             const uint8_t *tables, uint32_t threshold, uint32_t *out_index);
 
+/* Several queries over one block of codes (batch search); outputs as documented at sqlitebin_hamming_below_many. */
+typedef size_t (*sqlitebin_hamming_below_many_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *queries, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index,
+                                                  uint32_t *out_distance, size_t *out_count);
+/* Hamming for several queries on the scan-ready layout (AVX2 batches; tables from sqlitebin_hamming_nibble_tables). */
+typedef size_t (*sqlitebin_hamming_blocked_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                    size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                    const uint32_t *thresholds, uint32_t *out_index,
+                                                    uint32_t *out_distance, size_t *out_count);
+typedef size_t (*sqlitebin_nibble_above_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                 size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                 const uint32_t *thresholds, uint32_t *out_index, size_t *out_count);
+
 /* ---- Hamming, portable --------------------------------------------------- */
 
 static size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes,
@@ -191,6 +205,21 @@ static size_t sqlitebin_nibble_above_portable(const uint8_t *blocked, size_t fir
         m += sum >= threshold;
     }
     return m;
+}
+
+static size_t sqlitebin_hamming_below_many_portable(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                   const uint8_t *queries, size_t query_count,
+                                                   const uint32_t *thresholds, uint32_t *out_index,
+                                                   uint32_t *out_distance, size_t *out_count) {
+    return sqlitebin_hamming_below_many(sqlitebin_hamming_below_portable, codes, count, code_bytes, queries,
+                                        query_count, thresholds, out_index, out_distance, out_count);
+}
+
+static size_t sqlitebin_nibble_above_many_portable(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index, size_t *out_count) {
+    return sqlitebin_nibble_above_many(sqlitebin_nibble_above_portable, blocked, first, count, code_bytes, tables,
+                                       query_count, thresholds, out_index, out_count);
 }
 
 #if SQLITEBIN_HAVE_X86_KERNELS
@@ -533,14 +562,660 @@ static int sqlitebin_cpu_has_avx512vbmi(void) {
     return __builtin_cpu_supports("avx512vbmi");
 }
 
-#else /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
+/* POPCNT and AVX2 Hamming batches: each query over the block in turn. Four POPCNTs per 256-bit code
+ * and query either way; holding the code in registers would trade its loads for the query's. */
+__attribute__((target("popcnt")))
+static size_t sqlitebin_hamming_below_many_popcnt(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *queries, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index,
+                                                  uint32_t *out_distance, size_t *out_count) {
+    return sqlitebin_hamming_below_many(sqlitebin_hamming_below_popcnt, codes, count, code_bytes, queries,
+                                        query_count, thresholds, out_index, out_distance, out_count);
+}
+
+__attribute__((target("avx2,popcnt")))
+static size_t sqlitebin_hamming_below_many_avx2(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                const uint8_t *queries, size_t query_count,
+                                                const uint32_t *thresholds, uint32_t *out_index,
+                                                uint32_t *out_distance, size_t *out_count) {
+    return sqlitebin_hamming_below_many(sqlitebin_hamming_below_avx2, codes, count, code_bytes, queries,
+                                        query_count, thresholds, out_index, out_distance, out_count);
+}
+
+/* ---- many queries per pass: register-blocked batch kernels ---------------- */
+
+/* The loops above (sqlitebin_hamming_below_many and sqlitebin_nibble_above_many) run each query of a batch
+ * over a block while it sits in L1/L2, but each query still loads every code and redoes the work that does
+ * not depend on it. The kernels below load a step of codes into registers once and run every query of the
+ * batch (Hamming) or of a group of up to eight (nibble) over it before moving on: per code and query only the
+ * query's own instructions remain. Same arguments and outputs as the loops: query q's results at
+ * out_index/out_distance + q * count, its count in out_count[q], each at its own threshold. */
+
+/* Emit the lanes of an 8-code step passing `mask` for query q; lane p is code base + p. */
+#define SQLITEBIN_EMIT8_MANY(mask, distances, base, q)                                            \
+    do {                                                                                          \
+        uint64_t d_[8];                                                                           \
+        unsigned mask_ = (mask);                                                                  \
+        uint32_t *index_ = out_index + (q) * count + out_count[q];                                \
+        uint32_t *distance_ = out_distance + (q) * count + out_count[q];                          \
+        _mm512_storeu_si512(d_, (distances));                                                     \
+        while (mask_) {                                                                           \
+            unsigned p_ = (unsigned)__builtin_ctz(mask_);                                         \
+            mask_ &= mask_ - 1;                                                                   \
+            *index_++ = (uint32_t)((base) + p_);                                                  \
+            *distance_++ = (uint32_t)d_[p_];                                                      \
+        }                                                                                         \
+        out_count[q] = (size_t)(index_ - (out_index + (q) * count));                              \
+    } while (0)
+
+/* Hamming, AVX-512, codes of `words` 64-bit words (a constant once inlined). Eight codes a step are
+ * loaded and transposed so that register k holds word k of the eight codes; a query is then `words`
+ * XORs with its word broadcast from memory, `words` VPOPCNTQs and the adds, with no horizontal sum
+ * (the one-query kernel spends half its instructions on that). */
+__attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
+static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, size_t count, const size_t words,
+                                                       const uint8_t *queries, size_t query_count,
+                                                       const uint32_t *thresholds, uint32_t *out_index,
+                                                       uint32_t *out_distance, size_t *out_count) {
+    const size_t cb = 8 * words;
+    const __m512i gather = _mm512_set_epi64(7 * (long long)words, 6 * (long long)words, 5 * (long long)words,
+                                            4 * (long long)words, 3 * (long long)words, 2 * (long long)words,
+                                            (long long)words, 0);
+    /* For four words: pairs of registers (two codes each) to words 0-1 and 2-3 of four codes. */
+    const __m512i words01 = _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i words23 = _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2);
+    size_t i = 0, total = 0;
+    for (size_t q = 0; q < query_count; q++)
+        out_count[q] = 0;
+    for (; i + 8 <= count; i += 8) {
+        const uint8_t *c = codes + i * cb;
+        __m512i w[16];
+#pragma GCC unroll 16
+        for (size_t line = 0; line < cb; line += 8)  /* the step is 8 * cb bytes: one request per 64 */
+            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 8 * line), _MM_HINT_T0);
+        if (words == 4) {
+            __m512i r0 = _mm512_loadu_si512(c), r1 = _mm512_loadu_si512(c + 64);
+            __m512i r2 = _mm512_loadu_si512(c + 128), r3 = _mm512_loadu_si512(c + 192);
+            __m512i t0 = _mm512_permutex2var_epi64(r0, words01, r1), t1 = _mm512_permutex2var_epi64(r0, words23, r1);
+            __m512i t2 = _mm512_permutex2var_epi64(r2, words01, r3), t3 = _mm512_permutex2var_epi64(r2, words23, r3);
+            w[0] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+            w[1] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            w[2] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+            w[3] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        } else {
+#pragma GCC unroll 16
+            for (size_t k = 0; k < words; k++)
+                w[k] = _mm512_i64gather_epi64(gather, (const void *)(c + 8 * k), 8);
+        }
+        for (size_t q = 0; q < query_count; q++) {
+            const uint8_t *qq = queries + q * cb;
+            __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(w[0], _mm512_set1_epi64((long long)sqlitebin_load64(qq))));
+#pragma GCC unroll 16
+            for (size_t k = 1; k < words; k++)
+                d = _mm512_add_epi64(d, _mm512_popcnt_epi64(_mm512_xor_si512(
+                                            w[k], _mm512_set1_epi64((long long)sqlitebin_load64(qq + 8 * k)))));
+            __mmask8 pass = _mm512_cmple_epu64_mask(d, _mm512_set1_epi64((long long)thresholds[q]));
+            if (pass)
+                SQLITEBIN_EMIT8_MANY(pass, d, i, q);
+        }
+    }
+    for (size_t q = 0; q < query_count; q++) {
+        if (i < count) {  /* the last codes, fewer than a step: the one-query kernel, indices shifted */
+            uint32_t *index = out_index + q * count + out_count[q];
+            size_t m = sqlitebin_hamming_below_avx512(codes + i * cb, count - i, cb, queries + q * cb, thresholds[q],
+                                                      index, out_distance + q * count + out_count[q]);
+            for (size_t e = 0; e < m; e++)
+                index[e] += (uint32_t)i;
+            out_count[q] += m;
+        }
+        total += out_count[q];
+    }
+    return total;
+}
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static size_t sqlitebin_hamming_below_many_avx512(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                  const uint8_t *queries, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index,
+                                                  uint32_t *out_distance, size_t *out_count) {
+#define SQLITEBIN_BELOW_MANY_WORDS(words) \
+    sqlitebin_below_many_words_avx512(codes, count, words, queries, query_count, thresholds, out_index, \
+                                      out_distance, out_count)
+    switch (code_bytes) {
+    case 8: return SQLITEBIN_BELOW_MANY_WORDS(1);
+    case 16: return SQLITEBIN_BELOW_MANY_WORDS(2);
+    case 24: return SQLITEBIN_BELOW_MANY_WORDS(3);
+    case 32: return SQLITEBIN_BELOW_MANY_WORDS(4);
+    case 48: return SQLITEBIN_BELOW_MANY_WORDS(6);
+    case 64: return SQLITEBIN_BELOW_MANY_WORDS(8);
+    case 96: return SQLITEBIN_BELOW_MANY_WORDS(12);
+    case 128: return SQLITEBIN_BELOW_MANY_WORDS(16);
+    }
+#undef SQLITEBIN_BELOW_MANY_WORDS
+    /* Other lengths (a partial last word, or long codes): each query over the block in turn. */
+    return sqlitebin_hamming_below_many(sqlitebin_hamming_below_avx512, codes, count, code_bytes, queries,
+                                        query_count, thresholds, out_index, out_distance, out_count);
+}
+
+/* Emit, for query g of a group, the codes of block b whose 16-bit sums pass (even and odd lanes). */
+#define SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g)                                        \
+    do {                                                                                          \
+        uint32_t *index_ = out_index + (g) * count + out_count[g];                                \
+        for (unsigned parity_ = 0; parity_ < 2; parity_++) {                                      \
+            uint32_t bits_ = parity_ ? (pass_odd) : (pass_even);                                  \
+            while (bits_) {                                                                       \
+                unsigned lane_ = (unsigned)__builtin_ctz(bits_);                                  \
+                bits_ &= bits_ - 1;                                                               \
+                size_t code_ = b * B + 2 * lane_ + parity_;                                       \
+                if (code_ >= first && code_ < end)                                                \
+                    *index_++ = (uint32_t)(code_ - first);                                        \
+            }                                                                                     \
+        }                                                                                         \
+        out_count[g] = (size_t)(index_ - (out_index + (g) * count));                              \
+    } while (0)
+
+/* The nibble scan for a group of G queries (a constant once inlined, at most 8): for each pair of code
+ * bytes of a block the two 64-byte rows are loaded and their nibbles split once (SPLIT), then each query
+ * looks up its own tables (LOOKUP) into its own two accumulators (2G registers). `count` is the stride of
+ * the outputs (the caller's whole range); the group's tables, thresholds and outputs start at query 0. */
+#define SQLITEBIN_NIBBLE_MANY_GROUP_BODY(SPLIT, LOOKUP)                                                    \
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;                                                               \
+    const size_t end = first + count;                                                                      \
+    const size_t table_bytes = 64 * code_bytes;                                                            \
+    for (size_t b = first / B; b * B < end; b++) {                                                         \
+        const uint8_t *block = blocked + b * code_bytes * B;                                               \
+        __m512i all[8], odd[8];                                                                            \
+        _Pragma("GCC unroll 8")                                                                            \
+        for (size_t g = 0; g < G; g++)                                                                     \
+            all[g] = odd[g] = _mm512_setzero_si512();                                                      \
+        size_t j = 0;                                                                                      \
+        for (; j + 2 <= code_bytes; j += 2) {                                                              \
+            __m512i h0, l0, h1, l1;                                                                        \
+            SPLIT(_mm512_loadu_si512(block + j * B), h0, l0);                                              \
+            SPLIT(_mm512_loadu_si512(block + (j + 1) * B), h1, l1);                                        \
+            _Pragma("GCC unroll 8")                                                                        \
+            for (size_t g = 0; g < G; g++) {                                                               \
+                const uint8_t *t = tables + g * table_bytes + 64 * j;                                      \
+                /* Two code bytes' four entries add in 8 bits; widened once per pair. */                   \
+                __m512i s = _mm512_add_epi8(_mm512_add_epi8(LOOKUP(h0, t), LOOKUP(l0, t + 32)),            \
+                                            _mm512_add_epi8(LOOKUP(h1, t + 64), LOOKUP(l1, t + 96)));      \
+                all[g] = _mm512_add_epi16(all[g], s);                                                      \
+                odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));                                \
+            }                                                                                              \
+        }                                                                                                  \
+        if (j < code_bytes) {                                                                              \
+            __m512i h0, l0;                                                                                \
+            SPLIT(_mm512_loadu_si512(block + j * B), h0, l0);                                              \
+            _Pragma("GCC unroll 8")                                                                        \
+            for (size_t g = 0; g < G; g++) {                                                               \
+                const uint8_t *t = tables + g * table_bytes + 64 * j;                                      \
+                __m512i s = _mm512_add_epi8(LOOKUP(h0, t), LOOKUP(l0, t + 32));                            \
+                all[g] = _mm512_add_epi16(all[g], s);                                                      \
+                odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));                                \
+            }                                                                                              \
+        }                                                                                                  \
+        _Pragma("GCC unroll 8")                                                                            \
+        for (size_t g = 0; g < G; g++) {                                                                   \
+            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)                                                   \
+                continue;                                                                                  \
+            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);                       \
+            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));                         \
+            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);                                     \
+            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);                                    \
+            if (pass_even | pass_odd)                                                                      \
+                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);                                        \
+        }                                                                                                  \
+    }
+
+/* The groups of a batch: eight queries at a time, the rest as four, two and one. */
+#define SQLITEBIN_NIBBLE_MANY_GROUPS(GROUP)                                                                \
+    size_t total = 0, q = 0;                                                                               \
+    for (size_t r = 0; r < query_count; r++)                                                               \
+        out_count[r] = 0;                                                                                  \
+    if (count == 0)                                                                                        \
+        return 0;                                                                                          \
+    for (; q + 8 <= query_count; q += 8)                                                                   \
+        GROUP(8);                                                                                          \
+    if (q + 4 <= query_count) {                                                                            \
+        GROUP(4);                                                                                          \
+        q += 4;                                                                                            \
+    }                                                                                                      \
+    if (q + 2 <= query_count) {                                                                            \
+        GROUP(2);                                                                                          \
+        q += 2;                                                                                            \
+    }                                                                                                      \
+    if (q < query_count)                                                                                   \
+        GROUP(1);                                                                                          \
+    for (size_t r = 0; r < query_count; r++)                                                               \
+        total += out_count[r];                                                                             \
+    return total;
+
+#define SQLITEBIN_NIBBLE_GROUP_CALL(kernel, G)                                                             \
+    kernel(blocked, first, count, code_bytes, tables + q * 64 * code_bytes, G, thresholds + q,             \
+           out_index + q * count, out_count + q)
+
+/* AVX-512 BW: VPSHUFB looks up 16-entry tables broadcast to the four lanes, so both nibbles are masked. */
+#define SQLITEBIN_SPLIT_MASKED(x, high, low)                                                               \
+    do {                                                                                                   \
+        __m512i x_ = (x);                                                                                  \
+        high = _mm512_and_si512(_mm512_srli_epi16(x_, 4), nibble);                                         \
+        low = _mm512_and_si512(x_, nibble);                                                                \
+    } while (0)
+#define SQLITEBIN_LOOKUP_SHUFFLE(index, table) \
+    _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(table))), index)
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
+static inline void sqlitebin_nibble_many_group_avx512(const uint8_t *blocked, size_t first, size_t count,
+                                                      size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                      const uint32_t *thresholds, uint32_t *out_index,
+                                                      size_t *out_count) {
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    SQLITEBIN_NIBBLE_MANY_GROUP_BODY(SQLITEBIN_SPLIT_MASKED, SQLITEBIN_LOOKUP_SHUFFLE)
+}
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET)))
+static size_t sqlitebin_nibble_above_many_avx512(const uint8_t *blocked, size_t first, size_t count,
+                                                 size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                 const uint32_t *thresholds, uint32_t *out_index, size_t *out_count) {
+#define SQLITEBIN_GROUP(G) SQLITEBIN_NIBBLE_GROUP_CALL(sqlitebin_nibble_many_group_avx512, G)
+    SQLITEBIN_NIBBLE_MANY_GROUPS(SQLITEBIN_GROUP)
+#undef SQLITEBIN_GROUP
+}
+
+/* Hamming on the scan-ready layout, for AVX2 batches (AVX2 has no vector popcount, and four POPCNTs per
+ * 256-bit code and query leave a batch no faster than one query at a time). The distance is a sum over code
+ * bytes of popcount(byte ^ query byte), and per query each byte's two nibbles have 16-entry tables of those
+ * popcounts (at most 4), in the nibble tables' layout (sqlitebin_hamming_nibble_tables): a row of 32 codes is
+ * then two VPSHUFBs and an add per query, after the nibbles are split once for up to four queries. Byte sums
+ * (at most 8) add in 8 bits for 31 rows, then widen; exact. Outputs as sqlitebin_hamming_below_many, the
+ * indices relative to `first`. */
+__attribute__((target("avx2"), always_inline))
+static inline void sqlitebin_hamming_blocked_group_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                                        size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                        const uint32_t *thresholds, uint32_t *out_index,
+                                                        uint32_t *out_distance, size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const size_t end = first + count;
+    const size_t table_bytes = 64 * code_bytes;
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        for (size_t half = 0; half < B; half += 32) {
+            if (b * B + half + 32 <= first || b * B + half >= end)
+                continue;  /* a half wholly outside the range */
+            __m256i all[4], odd[4], bytes[4];
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++)
+                all[g] = odd[g] = bytes[g] = _mm256_setzero_si256();
+            for (size_t j = 0; j < code_bytes; j++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(block + j * B + half));
+                __m256i high = _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble), low = _mm256_and_si256(x, nibble);
+                const int widen = j % 31 == 30 || j + 1 == code_bytes;
+#pragma GCC unroll 4
+                for (size_t g = 0; g < G; g++) {
+                    const uint8_t *t = tables + g * table_bytes + 64 * j;
+                    bytes[g] = _mm256_add_epi8(bytes[g], _mm256_add_epi8(
+                        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), high),
+                        _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 32)), low)));
+                    if (widen) {
+                        all[g] = _mm256_add_epi16(all[g], bytes[g]);
+                        odd[g] = _mm256_add_epi16(odd[g], _mm256_srli_epi16(bytes[g], 8));
+                        bytes[g] = _mm256_setzero_si256();
+                    }
+                }
+            }
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++) {
+                const __m256i limit = _mm256_set1_epi16((short)(thresholds[g] < 0xFFFF ? thresholds[g] : 0xFFFF));
+                __m256i even = _mm256_sub_epi16(all[g], _mm256_slli_epi16(odd[g], 8));
+                /* x <= limit (unsigned) exactly when min(x, limit) == x; two mask bits per 16-bit lane. */
+                uint32_t pass[2] = {
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(even, limit), even)),
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(odd[g], limit), odd[g])),
+                };
+                if (!(pass[0] | pass[1]))
+                    continue;
+                uint16_t sums[2][16];
+                _mm256_storeu_si256((__m256i *)sums[0], even);
+                _mm256_storeu_si256((__m256i *)sums[1], odd[g]);
+                uint32_t *index = out_index + g * count + out_count[g];
+                uint32_t *distance = out_distance + g * count + out_count[g];
+                for (unsigned parity = 0; parity < 2; parity++) {
+                    uint32_t bits = pass[parity] & 0x55555555u;
+                    while (bits) {
+                        unsigned lane = (unsigned)__builtin_ctz(bits) >> 1;
+                        bits &= bits - 1;
+                        size_t code = b * B + half + 2 * lane + parity;
+                        if (code >= first && code < end) {
+                            *index++ = (uint32_t)(code - first);
+                            *distance++ = sums[parity][lane];
+                        }
+                    }
+                }
+                out_count[g] = (size_t)(index - (out_index + g * count));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2")))
+static size_t sqlitebin_hamming_blocked_many_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index,
+                                                  uint32_t *out_distance, size_t *out_count) {
+#define SQLITEBIN_HAMMING_GROUP(G)                                                                         \
+    sqlitebin_hamming_blocked_group_avx2(blocked, first, count, code_bytes, tables + q * 64 * code_bytes,  \
+                                         G, thresholds + q, out_index + q * count,                         \
+                                         out_distance + q * count, out_count + q)
+    size_t total = 0, q = 0;
+    for (size_t r = 0; r < query_count; r++)
+        out_count[r] = 0;
+    if (count == 0)
+        return 0;
+    for (; q + 4 <= query_count; q += 4)
+        SQLITEBIN_HAMMING_GROUP(4);
+    if (q + 2 <= query_count) {
+        SQLITEBIN_HAMMING_GROUP(2);
+        q += 2;
+    }
+    if (q < query_count)
+        SQLITEBIN_HAMMING_GROUP(1);
+#undef SQLITEBIN_HAMMING_GROUP
+    for (size_t r = 0; r < query_count; r++)
+        total += out_count[r];
+    return total;
+}
+
+/* AVX2: half a block (32 codes) at a time, up to four queries per pass (sixteen YMM registers: two
+ * accumulators per query and the four split rows), VPSHUFB on 16-entry tables written twice. */
+__attribute__((target("avx2"), always_inline))
+static inline void sqlitebin_nibble_many_group_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                                    size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                    const uint32_t *thresholds, uint32_t *out_index,
+                                                    size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const size_t end = first + count;
+    const size_t table_bytes = 64 * code_bytes;
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        for (size_t half = 0; half < B; half += 32) {
+            if (b * B + half + 32 <= first || b * B + half >= end)
+                continue;  /* a half wholly outside the range */
+            __m256i all[4], odd[4];
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++)
+                all[g] = odd[g] = _mm256_setzero_si256();
+            size_t j = 0;
+            for (; j < code_bytes; j += 2) {
+                const int pair = j + 1 < code_bytes;
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(block + j * B + half));
+                __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble), l0 = _mm256_and_si256(x0, nibble);
+                __m256i h1 = h0, l1 = l0;
+                if (pair) {
+                    __m256i x1 = _mm256_loadu_si256((const __m256i *)(block + (j + 1) * B + half));
+                    h1 = _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble);
+                    l1 = _mm256_and_si256(x1, nibble);
+                }
+#pragma GCC unroll 4
+                for (size_t g = 0; g < G; g++) {
+                    const uint8_t *t = tables + g * table_bytes + 64 * j;
+                    __m256i s = _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), h0),
+                                                _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 32)), l0));
+                    if (pair)
+                        s = _mm256_add_epi8(s, _mm256_add_epi8(
+                            _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 64)), h1),
+                            _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 96)), l1)));
+                    all[g] = _mm256_add_epi16(all[g], s);
+                    odd[g] = _mm256_add_epi16(odd[g], _mm256_srli_epi16(s, 8));
+                }
+            }
+#pragma GCC unroll 4
+            for (size_t g = 0; g < G; g++) {
+                if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)
+                    continue;
+                const __m256i limit = _mm256_set1_epi16((short)(uint16_t)thresholds[g]);
+                __m256i even = _mm256_sub_epi16(all[g], _mm256_slli_epi16(odd[g], 8));
+                /* x >= limit (unsigned) exactly when max(x, limit) == x; two mask bits per 16-bit lane. */
+                uint32_t pass[2] = {
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(even, limit), even)),
+                    (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(odd[g], limit), odd[g])),
+                };
+                if (!(pass[0] | pass[1]))
+                    continue;
+                uint32_t *index = out_index + g * count + out_count[g];
+                for (unsigned parity = 0; parity < 2; parity++) {
+                    uint32_t bits = pass[parity] & 0x55555555u;
+                    while (bits) {
+                        unsigned lane = (unsigned)__builtin_ctz(bits) >> 1;
+                        bits &= bits - 1;
+                        size_t code = b * B + half + 2 * lane + parity;
+                        if (code >= first && code < end)
+                            *index++ = (uint32_t)(code - first);
+                    }
+                }
+                out_count[g] = (size_t)(index - (out_index + g * count));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2")))
+static size_t sqlitebin_nibble_above_many_avx2(const uint8_t *blocked, size_t first, size_t count,
+                                               size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                               const uint32_t *thresholds, uint32_t *out_index, size_t *out_count) {
+    size_t total = 0, q = 0;
+    for (size_t r = 0; r < query_count; r++)
+        out_count[r] = 0;
+    if (count == 0)
+        return 0;
+    for (; q + 4 <= query_count; q += 4)
+        SQLITEBIN_NIBBLE_GROUP_CALL(sqlitebin_nibble_many_group_avx2, 4);
+    if (q + 2 <= query_count) {
+        SQLITEBIN_NIBBLE_GROUP_CALL(sqlitebin_nibble_many_group_avx2, 2);
+        q += 2;
+    }
+    if (q < query_count)
+        SQLITEBIN_NIBBLE_GROUP_CALL(sqlitebin_nibble_many_group_avx2, 1);
+    for (size_t r = 0; r < query_count; r++)
+        total += out_count[r];
+    return total;
+}
+
+/* VBMI: VPERMB reads only the low 6 bits of each index, and the table repeats every 16 entries, so
+ * neither nibble is masked (see SQLITEBIN_NIBBLE_VBMI_LOOKUP). */
+#define SQLITEBIN_SPLIT_UNMASKED(x, high, low)                                                             \
+    do {                                                                                                   \
+        low = (x);                                                                                         \
+        high = _mm512_srli_epi16(low, 4);                                                                  \
+    } while (0)
+#define SQLITEBIN_LOOKUP_PERMUTE(index, table) \
+    _mm512_permutexvar_epi8(index, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(table))))
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi"), always_inline))
+static inline void sqlitebin_nibble_many_group_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                          size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                          const uint32_t *thresholds, uint32_t *out_index,
+                                                          size_t *out_count) {
+    SQLITEBIN_NIBBLE_MANY_GROUP_BODY(SQLITEBIN_SPLIT_UNMASKED, SQLITEBIN_LOOKUP_PERMUTE)
+}
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
+static size_t sqlitebin_nibble_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                     size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                     const uint32_t *thresholds, uint32_t *out_index,
+                                                     size_t *out_count) {
+#define SQLITEBIN_GROUP(G) SQLITEBIN_NIBBLE_GROUP_CALL(sqlitebin_nibble_many_group_avx512vbmi, G)
+    SQLITEBIN_NIBBLE_MANY_GROUPS(SQLITEBIN_GROUP)
+#undef SQLITEBIN_GROUP
+}
+
+#endif /* SQLITEBIN_HAVE_X86_KERNELS */
+
+/* ---- batch asymmetric scan on 6-bit groups (VBMI) -------------------------- */
+
+/* VPERMB looks up a full 64-entry table, so with VBMI a batch reads each code as 6-bit groups instead of
+ * nibbles: every three code bytes (24 dimensions) are four lookups instead of six. The groups are cut from
+ * the three rows of the scan-ready layout once per block for all the queries of a group (shifts and a bit
+ * select), leaving each query four VPERMBs, whose tables come straight from memory, and the adds.
+ *
+ * Sextet tables: for each group g of 6 dimensions (4 per 3 code bytes, a last partial triple padded with
+ * zero bytes), 64 uint8 entries, entry n for the dimensions of the group whose bits are set in n (bit 5 the
+ * first dimension). Entries are at most SQLITEBIN_NIBBLE_LEVELS, so a triple's four add in 8 bits, and a
+ * code's sum (at most 4 * 171 * 63 for 512 bytes) fits in 16 bits. */
+static inline size_t sqlitebin_sextet_table_bytes(size_t code_bytes) {
+    return 256 * ((code_bytes + 2) / 3);
+}
+
+#if SQLITEBIN_HAVE_X86_KERNELS
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi"), always_inline))
+static inline void sqlitebin_sextet_many_group_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                          size_t code_bytes, const uint8_t *tables, const size_t G,
+                                                          const uint32_t *thresholds, uint32_t *out_index,
+                                                          size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    const size_t end = first + count;
+    const size_t table_bytes = sqlitebin_sextet_table_bytes(code_bytes);
+    const __m512i bits45 = _mm512_set1_epi8(0x30), bits2345 = _mm512_set1_epi8(0x3c);
+    for (size_t b = first / B; b * B < end; b++) {
+        const uint8_t *block = blocked + b * code_bytes * B;
+        __m512i all[8], odd[8];
+#pragma GCC unroll 8
+        for (size_t g = 0; g < G; g++)
+            all[g] = odd[g] = _mm512_setzero_si512();
+        for (size_t j = 0; j < code_bytes; j += 3) {
+            const __m512i x0 = _mm512_loadu_si512(block + j * B);
+            const __m512i x1 = j + 1 < code_bytes ? _mm512_loadu_si512(block + (j + 1) * B) : _mm512_setzero_si512();
+            const __m512i x2 = j + 2 < code_bytes ? _mm512_loadu_si512(block + (j + 2) * B) : _mm512_setzero_si512();
+            /* Only the low 6 bits of each byte index VPERMB, so bits shifted in from the neighbouring byte of
+             * a 16-bit lane land where they are ignored or are replaced by the select (0xE4: c ? a : b). */
+            const __m512i g0 = _mm512_srli_epi16(x0, 2);
+            const __m512i g1 = _mm512_ternarylogic_epi32(_mm512_slli_epi16(x0, 4), _mm512_srli_epi16(x1, 4), bits45, 0xE4);
+            const __m512i g2 = _mm512_ternarylogic_epi32(_mm512_slli_epi16(x1, 2), _mm512_srli_epi16(x2, 6), bits2345, 0xE4);
+            const __m512i g3 = x2;
+#pragma GCC unroll 8
+            for (size_t g = 0; g < G; g++) {
+                const uint8_t *t = tables + g * table_bytes + 256 * (j / 3);
+                __m512i s = _mm512_add_epi8(
+                    _mm512_add_epi8(_mm512_permutexvar_epi8(g0, _mm512_loadu_si512(t)),
+                                    _mm512_permutexvar_epi8(g1, _mm512_loadu_si512(t + 64))),
+                    _mm512_add_epi8(_mm512_permutexvar_epi8(g2, _mm512_loadu_si512(t + 128)),
+                                    _mm512_permutexvar_epi8(g3, _mm512_loadu_si512(t + 192))));
+                all[g] = _mm512_add_epi16(all[g], s);
+                odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));
+            }
+        }
+#pragma GCC unroll 8
+        for (size_t g = 0; g < G; g++) {
+            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)
+                continue;
+            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);
+            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));
+            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
+            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);
+            if (pass_even | pass_odd)
+                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);
+        }
+    }
+}
+
+__attribute__((target(SQLITEBIN_AVX512_TARGET ",avx512vbmi")))
+static size_t sqlitebin_sextet_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                     size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                     const uint32_t *thresholds, uint32_t *out_index,
+                                                     size_t *out_count) {
+#define SQLITEBIN_GROUP(G)                                                                                 \
+    sqlitebin_sextet_many_group_avx512vbmi(blocked, first, count, code_bytes,                              \
+                                           tables + q * sqlitebin_sextet_table_bytes(code_bytes), G,       \
+                                           thresholds + q, out_index + q * count, out_count + q)
+    SQLITEBIN_NIBBLE_MANY_GROUPS(SQLITEBIN_GROUP)
+#undef SQLITEBIN_GROUP
+}
+#endif
+
+/* The same on one code at a time, for tests and for builds without the vector kernels. */
+static size_t sqlitebin_sextet_above_many_portable(const uint8_t *blocked, size_t first, size_t count,
+                                                   size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                   const uint32_t *thresholds, uint32_t *out_index,
+                                                   size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK, table_bytes = sqlitebin_sextet_table_bytes(code_bytes);
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        const uint8_t *tq = tables + q * table_bytes;
+        out_count[q] = 0;
+        if (thresholds[q] >= SQLITEBIN_NO_CANDIDATE)
+            continue;
+        for (size_t i = 0; i < count; i++) {
+            size_t code = first + i;
+            const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+            uint32_t sum = 0;
+            for (size_t j = 0; j < code_bytes; j += 3) {
+                uint32_t bits = (uint32_t)c[j * B] << 16;
+                if (j + 1 < code_bytes) bits |= (uint32_t)c[(j + 1) * B] << 8;
+                if (j + 2 < code_bytes) bits |= c[(j + 2) * B];
+                for (unsigned g = 0; g < 4; g++)
+                    sum += tq[256 * (j / 3) + 64 * g + ((bits >> (18 - 6 * g)) & 63)];
+            }
+            if (sum >= thresholds[q])
+                out_index[q * count + out_count[q]++] = (uint32_t)i;
+        }
+        total += out_count[q];
+    }
+    return total;
+}
+
+static void sqlitebin_hamming_nibble_tables(const uint8_t *query, size_t code_bytes, uint8_t *tables) {
+    for (size_t j = 0; j < code_bytes; j++)
+        for (unsigned n = 0; n < 16; n++) {
+            uint8_t high = (uint8_t)sqlitebin_swar_popcount64(n ^ (query[j] >> 4u));
+            uint8_t low = (uint8_t)sqlitebin_swar_popcount64(n ^ (query[j] & 15u));
+            tables[64 * j + n] = tables[64 * j + 16 + n] = high;
+            tables[64 * j + 32 + n] = tables[64 * j + 48 + n] = low;
+        }
+}
+
+/* The same one code at a time, for tests and for builds without the vector kernels. */
+static size_t sqlitebin_hamming_blocked_many_portable(const uint8_t *blocked, size_t first, size_t count,
+                                                      size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                      const uint32_t *thresholds, uint32_t *out_index,
+                                                      uint32_t *out_distance, size_t *out_count) {
+    const size_t B = SQLITEBIN_NIBBLE_BLOCK;
+    size_t total = 0;
+    for (size_t q = 0; q < query_count; q++) {
+        const uint8_t *tq = tables + q * 64 * code_bytes;
+        out_count[q] = 0;
+        for (size_t i = 0; i < count; i++) {
+            size_t code = first + i;
+            const uint8_t *c = blocked + (code / B) * code_bytes * B + code % B;
+            uint32_t d = 0;
+            for (size_t j = 0; j < code_bytes; j++)
+                d += (uint32_t)tq[64 * j + (c[j * B] >> 4)] + tq[64 * j + 32 + (c[j * B] & 15)];
+            if (d <= thresholds[q]) {
+                out_index[q * count + out_count[q]] = (uint32_t)i;
+                out_distance[q * count + out_count[q]++] = d;
+            }
+        }
+        total += out_count[q];
+    }
+    return total;
+}
+
+#if !SQLITEBIN_HAVE_X86_KERNELS /* not x86-64: the vector kernels' names stand for the portable ones, never chosen (see kernels.h) */
 #  define sqlitebin_hamming_below_popcnt sqlitebin_hamming_below_portable
 #  define sqlitebin_hamming_below_avx2 sqlitebin_hamming_below_portable
 #  define sqlitebin_hamming_below_avx512 sqlitebin_hamming_below_portable
 #  define sqlitebin_nibble_above_avx2 sqlitebin_nibble_above_portable
 #  define sqlitebin_nibble_above_avx512 sqlitebin_nibble_above_portable
 #  define sqlitebin_nibble_above_avx512vbmi sqlitebin_nibble_above_portable
+#  define sqlitebin_hamming_below_many_popcnt sqlitebin_hamming_below_many_portable
+#  define sqlitebin_hamming_below_many_avx2 sqlitebin_hamming_below_many_portable
+#  define sqlitebin_hamming_below_many_avx512 sqlitebin_hamming_below_many_portable
+#  define sqlitebin_nibble_above_many_avx2 sqlitebin_nibble_above_many_portable
+#  define sqlitebin_nibble_above_many_avx512 sqlitebin_nibble_above_many_portable
+#  define sqlitebin_nibble_above_many_avx512vbmi sqlitebin_nibble_above_many_portable
+#  define sqlitebin_sextet_above_many_avx512vbmi sqlitebin_sextet_above_many_portable
+#  define sqlitebin_hamming_blocked_many_avx2 sqlitebin_hamming_blocked_many_portable
 static int sqlitebin_cpu_has_avx512vbmi(void) { return 0; }
-#endif /* SQLITEBIN_HAVE_X86_KERNELS */
+#endif
 
 #endif

@@ -99,6 +99,23 @@ cdef extern from "scan_kernels.h" nogil:
     ctypedef size_t (*sqlitebin_nibble_above_fn)(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                                  const uint8_t *tables, uint32_t threshold,
                                                  uint32_t *out_index) noexcept nogil
+    ctypedef size_t (*sqlitebin_hamming_below_many_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                       const uint8_t *queries, size_t query_count,
+                                                       const uint32_t *thresholds, uint32_t *out_index,
+                                                       uint32_t *out_distance, size_t *out_count) noexcept nogil
+    ctypedef size_t (*sqlitebin_nibble_above_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                      size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                      const uint32_t *thresholds, uint32_t *out_index,
+                                                      size_t *out_count) noexcept nogil
+    ctypedef size_t (*sqlitebin_hamming_blocked_many_fn)(const uint8_t *blocked, size_t first, size_t count,
+                                                         size_t code_bytes, const uint8_t *tables,
+                                                         size_t query_count, const uint32_t *thresholds,
+                                                         uint32_t *out_index, uint32_t *out_distance,
+                                                         size_t *out_count) noexcept nogil
+    size_t sqlitebin_hamming_blocked_many_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                               const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                                               uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    void sqlitebin_hamming_nibble_tables(const uint8_t *query, size_t code_bytes, uint8_t *tables)
     size_t sqlitebin_hamming_below_portable(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
                                             uint32_t threshold, uint32_t *out_index, uint32_t *out_distance)
     size_t sqlitebin_hamming_below_popcnt(const uint8_t *codes, size_t count, size_t code_bytes, const uint8_t *query,
@@ -114,17 +131,35 @@ cdef extern from "scan_kernels.h" nogil:
     size_t sqlitebin_nibble_above_avx512vbmi(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                              const uint8_t *tables, uint32_t threshold, uint32_t *out_index)
     int sqlitebin_cpu_has_avx512vbmi()
+    size_t sqlitebin_sextet_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index, size_t *out_count)
+    size_t sqlitebin_sextet_table_bytes(size_t code_bytes)
     int SQLITEBIN_NIBBLE_LEVELS
     void sqlitebin_transpose_blocks(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out)
     uint64_t sqlitebin_hamming_strided(const uint8_t *code, size_t stride, const uint8_t *query, size_t n)
     void sqlitebin_advise_huge_pages(void *buffer, size_t size)
-    size_t sqlitebin_hamming_below_many(sqlitebin_hamming_below_fn kernel, const uint8_t *codes, size_t count,
-                                        size_t code_bytes, const uint8_t *queries, size_t query_count,
-                                        const uint32_t *thresholds, uint32_t *out_index, uint32_t *out_distance,
-                                        size_t *out_count)
-    size_t sqlitebin_nibble_above_many(sqlitebin_nibble_above_fn kernel, const uint8_t *blocked, size_t first,
-                                       size_t count, size_t code_bytes, const uint8_t *tables, size_t query_count,
-                                       const uint32_t *thresholds, uint32_t *out_index, size_t *out_count)
+    size_t sqlitebin_hamming_below_many_portable(const uint8_t *codes, size_t count, size_t code_bytes,
+                                                 const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                                 uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    size_t sqlitebin_hamming_below_many_popcnt(const uint8_t *codes, size_t count, size_t code_bytes,
+                                               const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                               uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    size_t sqlitebin_hamming_below_many_avx2(const uint8_t *codes, size_t count, size_t code_bytes,
+                                             const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                             uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    size_t sqlitebin_hamming_below_many_avx512(const uint8_t *codes, size_t count, size_t code_bytes,
+                                               const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                               uint32_t *out_index, uint32_t *out_distance, size_t *out_count)
+    size_t sqlitebin_nibble_above_many_avx2(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                            const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                                            uint32_t *out_index, size_t *out_count)
+    size_t sqlitebin_nibble_above_many_avx512(const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                              const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                                              uint32_t *out_index, size_t *out_count)
+    size_t sqlitebin_nibble_above_many_avx512vbmi(const uint8_t *blocked, size_t first, size_t count,
+                                                  size_t code_bytes, const uint8_t *tables, size_t query_count,
+                                                  const uint32_t *thresholds, uint32_t *out_index, size_t *out_count)
 
 cdef extern from *:
     void __builtin_prefetch(const void *address) nogil

@@ -161,9 +161,13 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
     """Scan every chunk of `chunks` into each scans[q].top (see scan_chunks_many for a batch). The
     asymmetric nibble scan reads the codes in the scan-ready layout: the shared code cache builds it
     when it loads (cache.pxi); otherwise it is built here on first need when `may_transpose` (a
-    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly."""
+    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly.
+    An AVX2 Hamming batch reads the scan-ready copy too, through per-query popcount tables. An asymmetric
+    scan's Hamming distances are filled in once it is over (fill_distances)."""
     cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
     cdef int64_t size
+    cdef int rc
+    cdef uint8_t *popcount_tables = NULL
     cdef ScanContext *scan = &scans[0]
     if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
         if chunks.blocked == NULL and may_transpose:
@@ -175,7 +179,38 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
             sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
     for q in range(query_count):
         scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
-    return scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+    if (scan.mode == MODE_HAMMING and query_count > 1 and scan.hamming_blocked_many != NULL and chunks.blocked != NULL
+            and query_codes != NULL):
+        # An AVX2 Hamming batch reads the scan-ready copy through per-query popcount tables.
+        popcount_tables = <uint8_t*>sqlite3_malloc64(query_count * 64 * scan.code_bytes + 8)
+        if popcount_tables == NULL:
+            return SQLITE_NOMEM
+        for q in range(query_count):
+            sqlitebin_hamming_nibble_tables(query_codes + q * scan.code_bytes, scan.code_bytes,
+                                            popcount_tables + q * 64 * scan.code_bytes)
+            scans[q].blocked = chunks.blocked
+        nibble_tables = popcount_tables
+    rc = scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
+    sqlite3_free(popcount_tables)
+    if rc == SQLITE_OK and scan.mode == MODE_ASYMMETRIC:
+        for q in range(query_count):
+            fill_distances(&scans[q], chunks)
+    return rc
+
+
+cdef void fill_distances(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
+    """The Hamming distances of an asymmetric scan's hits in the ChunkData, left at 0 when they entered the
+    heap: from the row-major codes, once per hit kept (their codes are far apart: requested all at once first)."""
+    cdef int64_t i, location
+    cdef TopK *top = &scan.top
+    for i in range(top.size):
+        if top.heap[i].location >= 0:
+            __builtin_prefetch(chunks.codes + top.heap[i].location * scan.code_bytes)
+    for i in range(top.size):
+        location = top.heap[i].location
+        if location >= 0:
+            top.heap[i].distance = <uint32_t>scan.hamming(chunks.codes + location * scan.code_bytes, scan.query_code,
+                                                          scan.code_bytes)
 
 
 cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:

@@ -402,11 +402,9 @@ cdef int search_group(VectorTable *t, VectorCursor *c, SearchRequest *r, const I
             break
         memcpy(codes + j * t.code_bytes, queries[j].code, t.code_bytes)
     if rc == SQLITE_OK and r.mode == MODE_ASYMMETRIC and queries[0].nibble_tables != NULL:
-        tables = <uint8_t*>sqlite3_malloc64(count * 64 * t.code_bytes + 8)
-        if tables == NULL:
-            rc = SQLITE_NOMEM
-        for j in range(count if tables != NULL else 0):
-            memcpy(tables + j * 64 * t.code_bytes, queries[j].nibble_tables, 64 * t.code_bytes)
+        tables = <uint8_t*>sqlite3_malloc64(count * batch_table_bytes(&queries[0]) + 8)
+        rc = SQLITE_NOMEM if tables == NULL else batch_tables_build(queries, scans, count,
+                                                                    first + first_index * 4 * t.dim, tables)
     if rc == SQLITE_OK:
         rc = scan_all_many(scans, count, d, False, codes, tables)
     for j in range(count if rc == SQLITE_OK else 0):

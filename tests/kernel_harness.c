@@ -10,6 +10,7 @@
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE
 #endif
+#include <stdlib.h>
 #include "scan_kernels.h"
 #include "scan_threads.h"
 
@@ -73,36 +74,71 @@ long harness_nibble_above(int level, const uint8_t *blocked, size_t first, size_
 #endif
 }
 
-static sqlitebin_hamming_below_fn harness_below_kernel(int level) {
-#if SQLITEBIN_HAVE_X86_KERNELS
-    if (level == 1) return sqlitebin_hamming_below_popcnt;
-    if (level == 2) return sqlitebin_hamming_below_avx2;
-    if (level == 3) return sqlitebin_hamming_below_avx512;
-#endif
-    return sqlitebin_hamming_below_portable;
-}
-
+/* The batch kernels at each level: several queries over one block of codes. */
 long harness_hamming_below_many(int level, const uint8_t *codes, size_t count, size_t code_bytes,
                                 const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
                                 uint32_t *out_index, uint32_t *out_distance, size_t *out_count) {
+    sqlitebin_hamming_below_many_fn kernel = sqlitebin_hamming_below_many_portable;
     if (!harness_supported(level))
         return -1;
-    return (long)sqlitebin_hamming_below_many(harness_below_kernel(level), codes, count, code_bytes, queries,
-                                              query_count, thresholds, out_index, out_distance, out_count);
+#if SQLITEBIN_HAVE_X86_KERNELS
+    if (level == 1) kernel = sqlitebin_hamming_below_many_popcnt;
+    if (level == 2) kernel = sqlitebin_hamming_below_many_avx2;
+    if (level == 3) kernel = sqlitebin_hamming_below_many_avx512;
+#endif
+    return (long)kernel(codes, count, code_bytes, queries, query_count, thresholds, out_index, out_distance,
+                        out_count);
 }
 
+/* Levels as harness_nibble_above: 0 portable, 2 AVX2, 3 AVX-512, 4 AVX-512 with VBMI. */
 long harness_nibble_above_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
                                const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
                                uint32_t *out_index, size_t *out_count) {
-    if (level < 2 || !harness_supported(level))
+    sqlitebin_nibble_above_many_fn kernel = sqlitebin_nibble_above_many_portable;
+    if (level == 1 || !harness_supported(level))
         return -1;
 #if SQLITEBIN_HAVE_X86_KERNELS
-    return (long)sqlitebin_nibble_above_many(level == 2 ? sqlitebin_nibble_above_avx2 : sqlitebin_nibble_above_avx512,
-                                             blocked, first, count, code_bytes, tables, query_count, thresholds,
-                                             out_index, out_count);
-#else
-    return -1;
+    if (level == 2) kernel = sqlitebin_nibble_above_many_avx2;
+    if (level == 3) kernel = sqlitebin_nibble_above_many_avx512;
+    if (level == 4) {
+        if (!sqlitebin_cpu_has_avx512vbmi())
+            return -1;
+        kernel = sqlitebin_nibble_above_many_avx512vbmi;
+    }
 #endif
+    return (long)kernel(blocked, first, count, code_bytes, tables, query_count, thresholds, out_index, out_count);
+}
+
+/* The batch scan on 6-bit groups: 0 one code at a time, 4 AVX-512 VBMI. */
+long harness_sextet_above_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                               const uint8_t *tables, size_t query_count, const uint32_t *thresholds,
+                               uint32_t *out_index, size_t *out_count) {
+    if (level == 0)
+        return (long)sqlitebin_sextet_above_many_portable(blocked, first, count, code_bytes, tables, query_count,
+                                                          thresholds, out_index, out_count);
+    if (level != 4 || !harness_supported(level) || !sqlitebin_cpu_has_avx512vbmi())
+        return -1;
+    return (long)sqlitebin_sextet_above_many_avx512vbmi(blocked, first, count, code_bytes, tables, query_count,
+                                                        thresholds, out_index, out_count);
+}
+
+/* Hamming on the scan-ready layout with per-query nibble popcount tables: 0 one code at a time, 2 AVX2. */
+long harness_hamming_blocked_many(int level, const uint8_t *blocked, size_t first, size_t count, size_t code_bytes,
+                                  const uint8_t *queries, size_t query_count, const uint32_t *thresholds,
+                                  uint32_t *out_index, uint32_t *out_distance, size_t *out_count) {
+    if ((level != 0 && level != 2) || !harness_supported(level))
+        return -1;
+    if (query_count == 0 || code_bytes == 0)
+        return 0;
+    uint8_t *tables = malloc(query_count * 64 * code_bytes);
+    if (tables == NULL)
+        return -2;
+    for (size_t q = 0; q < query_count; q++)
+        sqlitebin_hamming_nibble_tables(queries + q * code_bytes, code_bytes, tables + q * 64 * code_bytes);
+    long m = (long)(level == 0 ? sqlitebin_hamming_blocked_many_portable : sqlitebin_hamming_blocked_many_avx2)(
+        blocked, first, count, code_bytes, tables, query_count, thresholds, out_index, out_distance, out_count);
+    free(tables);
+    return m;
 }
 
 void harness_transpose(const uint8_t *codes, size_t count, size_t code_bytes, uint8_t *out) {

@@ -60,6 +60,10 @@ def build_harness(directory, *defines):
     lib.harness_hamming_below_many.restype = ctypes.c_long
     lib.harness_nibble_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
     lib.harness_nibble_above_many.restype = ctypes.c_long
+    lib.harness_sextet_above_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P]
+    lib.harness_sextet_above_many.restype = ctypes.c_long
+    lib.harness_hamming_blocked_many.argtypes = [ctypes.c_int, P, size, size, size, P, size, P, P, P, P]
+    lib.harness_hamming_blocked_many.restype = ctypes.c_long
     lib.harness_advise_huge_pages.argtypes = [P, size]
     return lib
 
@@ -235,28 +239,40 @@ def test_nibble_above(harness, name):
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_hamming_below_many_queries(harness, level):
-    """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone."""
+    """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone. Every code
+    length the register-blocked AVX-512 kernel specialises (8 to 128 bytes) and some it leaves to the loop; code
+    counts that are not a multiple of its 8-code step; query counts of 1 to 33; unaligned codes and queries; ties."""
     supported(harness, level)
     rng = np.random.default_rng(60 + level)
-    for code_bytes, count, query_count in ((32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3)):
+    cases = [(32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3), (32, 1023, 33), (32, 7, 2), (8, 77, 9),
+             (16, 130, 4), (24, 65, 3), (48, 41, 6), (96, 33, 5), (128, 50, 7), (40, 30, 3), (1, 20, 2), (256, 19, 2)]
+    for code_bytes, count, query_count in cases:
         codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
         queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
         if count:
             queries[0] = codes[count // 2]
+            codes[count // 3:count // 3 + 3] = codes[count // 4]  # equal distances
         expected_all = [numpy_distances(codes, q) for q in queries]
-        thresholds = np.array([int(np.percentile(d, 5 * q)) if count else 0 for q, d in enumerate(expected_all)], U32)
+        thresholds = np.array([int(np.percentile(d, 5 * q % 100)) if count else 0 for q, d in enumerate(expected_all)],
+                              U32)
         thresholds[-1] = 0xFFFFFFFF
+        if query_count > 2:
+            thresholds[1] = 0
+        offset = (code_bytes + count) % 8
+        keep_codes, codes_pointer = unaligned(codes.tobytes(), offset)
+        keep_queries, queries_pointer = unaligned(queries.tobytes(), (offset + 3) % 8)
         index = np.zeros(max(query_count * count, 1), U32)
         distance = np.zeros(max(query_count * count, 1), U32)
         counts = np.zeros(query_count, np.uintp)
-        total = harness.harness_hamming_below_many(level, codes.ctypes.data, count, code_bytes, queries.ctypes.data,
+        total = harness.harness_hamming_below_many(level, codes_pointer, count, code_bytes, queries_pointer,
                                                    query_count, thresholds.ctypes.data, index.ctypes.data,
                                                    distance.ctypes.data, counts.ctypes.data)
         assert total == counts.sum()
         for q in range(query_count):
             m = int(counts[q])
             got = sorted(zip(index[q * count:q * count + m].tolist(), distance[q * count:q * count + m].tolist()))
-            assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (code_bytes, q)
+            assert got == [(i, int(d)) for i, d in enumerate(expected_all[q]) if d <= thresholds[q]], (
+                code_bytes, count, q)
 
 
 def test_kernels_run_on_the_fake_stack(tmp_path):
@@ -279,26 +295,132 @@ def test_kernels_run_on_the_fake_stack(tmp_path):
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name", ["avx2", "avx512"])
+@pytest.mark.parametrize("name", sorted(NIBBLE_LEVELS))
 def test_nibble_above_many_queries(harness, name):
+    """The register-blocked nibble kernels (groups of 8, 4, 2 and 1 queries; AVX2 4, 2, 1) against NumPy, as if
+    each query ran alone: any range of the layout, odd code lengths, query counts that are not a multiple of a
+    group, a threshold no sum reaches, and equal sums."""
     level = NIBBLE_LEVELS[name]
     supported(harness, level)
+    if harness.harness_nibble_above_many(level, None, 0, 0, 1, None, 0, None, None, None) < 0:
+        pytest.skip(f"this CPU lacks the {name} nibble kernel")
     rng = np.random.default_rng(70 + level)
-    code_bytes, count, query_count = 32, 1000, 6
-    codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
-    blocked = numpy_blocked(codes)
-    made = [nibble_tables(rng, code_bytes) for _ in range(query_count)]
-    tables = np.concatenate([m[0].reshape(-1) for m in made])
-    sums = [numpy_nibble_sums(codes, high, low) for _, high, low in made]
-    first, length = 37, 900
-    thresholds = np.array([int(np.percentile(s[first:first + length], 50 + 9 * q)) for q, s in enumerate(sums)], U32)
-    index = np.zeros(query_count * length, U32)
-    counts = np.zeros(query_count, np.uintp)
-    harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes, tables.ctypes.data,
-                                      query_count, thresholds.ctypes.data, index.ctypes.data, counts.ctypes.data)
-    for q in range(query_count):
-        got = sorted(index[q * length:q * length + int(counts[q])].tolist())
-        assert got == [i for i, v in enumerate(sums[q][first:first + length]) if v >= thresholds[q]]
+    cases = [(32, 1000, 6, 37, 900), (32, 256, 15, 0, 256), (1, 70, 3, 5, 64), (3, 200, 9, 63, 1),
+             (31, 300, 13, 64, 130), (33, 129, 8, 1, 128), (64, 200, 5, 17, 0), (100, 90, 2, 30, 60),
+             (512, 70, 3, 0, 70), (2, 64, 1, 0, 64)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal sums
+        blocked = numpy_blocked(codes)
+        made = [nibble_tables(rng, code_bytes, NIBBLE_TOP if (q + code_bytes) % 2 else int(rng.integers(0, 64)))
+                for q in range(query_count)]
+        tables = np.concatenate([m[0].reshape(-1) for m in made])
+        sums = [numpy_nibble_sums(codes, high, low)[first:first + length] for _, high, low in made]
+        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
+                              U32)
+        thresholds[0] = NO_CANDIDATE
+        if query_count > 2:
+            thresholds[2] = 0
+        if query_count > 3:
+            thresholds[3] = 0xFFFFFFFF
+        if query_count > 4 and length:
+            thresholds[4] = int(sums[4].max())
+        index = np.zeros(max(query_count * length, 1), U32)
+        counts = np.full(query_count, 12345, np.uintp)
+        total = harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
+                                                  index.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_hamming_blocked_many_queries(harness, level):
+    """The AVX2 batch Hamming kernel on the scan-ready layout (and its one-code-at-a-time reference) against
+    NumPy: exact distances at or below each query's threshold, for code lengths around its 31-row widening,
+    ranges starting and ending inside blocks and halves, groups of 4, 2 and 1 queries, and ties."""
+    supported(harness, level)
+    rng = np.random.default_rng(85 + level)
+    cases = [(32, 1000, 7, 37, 900), (1, 70, 3, 5, 64), (30, 130, 4, 33, 60), (31, 200, 5, 64, 130),
+             (32, 96, 2, 0, 96), (62, 129, 9, 1, 128), (63, 100, 1, 31, 2), (100, 90, 6, 0, 90), (512, 70, 3, 3, 60)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal distances
+        queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
+        queries[0] = codes[first]
+        blocked = numpy_blocked(codes)
+        expected = [numpy_distances(codes, q)[first:first + length] for q in queries]
+        thresholds = np.array([int(np.percentile(d, 3 + 11 * q % 90)) if length else 0 for q, d in enumerate(expected)],
+                              U32)
+        thresholds[-1] = 0xFFFFFFFF
+        if query_count > 2:
+            thresholds[1] = 0
+        index = np.zeros(max(query_count * length, 1), U32)
+        distance = np.zeros(max(query_count * length, 1), U32)
+        counts = np.zeros(query_count, np.uintp)
+        total = harness.harness_hamming_blocked_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                     queries.ctypes.data, query_count, thresholds.ctypes.data,
+                                                     index.ctypes.data, distance.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            m = int(counts[q])
+            got = sorted(zip(index[q * length:q * length + m].tolist(), distance[q * length:q * length + m].tolist()))
+            assert got == [(i, int(d)) for i, d in enumerate(expected[q]) if d <= thresholds[q]], (
+                code_bytes, first, length, q)
+
+
+def numpy_sextet_sums(codes, tables):
+    """Each code read as 6-bit groups (bit 5 of a group's index is its first dimension), three bytes at a time,
+    a last partial triple padded with zero bytes; tables[g] is group g's 64 entries."""
+    count, code_bytes = codes.shape
+    padded = np.zeros((count, 3 * ((code_bytes + 2) // 3)), np.uint8)
+    padded[:, :code_bytes] = codes
+    bits = np.unpackbits(padded, axis=1).reshape(count, -1, 6)
+    groups = (bits.astype(np.int64) << np.arange(5, -1, -1)).sum(axis=2)
+    return tables[np.arange(groups.shape[1]), groups].astype(np.int64).sum(axis=1)
+
+
+@pytest.mark.parametrize("level", [0, 4])
+def test_sextet_above_many_queries(harness, level):
+    """The batch scan on 6-bit groups (VBMI; the portable one for reference) against NumPy: code lengths of
+    every remainder mod 3, ranges of the layout that start and end inside blocks, groups of 8, 4, 2 and 1
+    queries, thresholds no sum reaches, and equal sums."""
+    if harness.harness_sextet_above_many(level, None, 0, 0, 1, None, 0, None, None, None) < 0:
+        pytest.skip("this CPU lacks AVX-512 VBMI")
+    rng = np.random.default_rng(80 + level)
+    cases = [(32, 1000, 15, 37, 900), (1, 70, 3, 5, 64), (2, 130, 9, 63, 1), (3, 200, 8, 64, 130),
+             (31, 300, 13, 1, 298), (33, 129, 4, 0, 129), (64, 200, 5, 17, 0), (100, 90, 2, 30, 60),
+             (512, 70, 3, 0, 70), (5, 64, 1, 0, 64)]
+    for code_bytes, count, query_count, first, length in cases:
+        codes = rng.integers(0, 256, (count, code_bytes), dtype=np.uint8)
+        codes[first + length // 2:first + length // 2 + 3] = codes[first]  # equal sums
+        blocked = numpy_blocked(codes)
+        groups = 4 * ((code_bytes + 2) // 3)
+        made = [rng.integers(0, NIBBLE_TOP + 1 if q % 2 else int(rng.integers(1, NIBBLE_TOP + 1)), (groups, 64),
+                             dtype=np.uint8) for q in range(query_count)]
+        tables = np.concatenate([m.reshape(-1) for m in made])
+        sums = [numpy_sextet_sums(codes, m)[first:first + length] for m in made]
+        assert max(int(v.max()) for v in sums if len(v)) < 1 << 16 if length else True
+        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
+                              U32)
+        thresholds[0] = NO_CANDIDATE if query_count > 1 else thresholds[0]
+        if query_count > 2:
+            thresholds[2] = 0
+        if query_count > 3:
+            thresholds[3] = 0xFFFFFFFF
+        if query_count > 4 and length:
+            thresholds[4] = int(sums[4].max())
+        index = np.zeros(max(query_count * length, 1), U32)
+        counts = np.full(query_count, 12345, np.uintp)
+        total = harness.harness_sextet_above_many(level, blocked.ctypes.data, first, length, code_bytes,
+                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
+                                                  index.ctypes.data, counts.ctypes.data)
+        assert total == counts.sum()
+        for q in range(query_count):
+            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
 
 
 def test_the_non_x86_build(harness_not_x86):
@@ -324,6 +446,28 @@ def test_the_non_x86_build(harness_not_x86):
         m = lib.harness_nibble_above(0, blocked.ctypes.data, 10, 100, code_bytes, tables.ctypes.data, limit,
                                      out.ctypes.data)
         assert out[:m].tolist() == [i for i, v in enumerate(sums[10:110]) if v >= limit]
+        # The batch kernels: the loops over the portable ones, and the 6-bit groups one code at a time.
+        counts = np.zeros(2, np.uintp)
+        index = np.zeros(2 * 130, U32)
+        distance = np.zeros(2 * 130, U32)
+        queries = np.stack([query, codes[5]])
+        thresholds = np.array([threshold, 0xFFFFFFFF], U32)
+        lib.harness_hamming_below_many(0, codes.ctypes.data, 130, code_bytes, queries.ctypes.data, 2,
+                                       thresholds.ctypes.data, index.ctypes.data, distance.ctypes.data,
+                                       counts.ctypes.data)
+        for q in range(2):
+            got = list(zip(index[130 * q:130 * q + int(counts[q])].tolist(),
+                           distance[130 * q:130 * q + int(counts[q])].tolist()))
+            expected = numpy_distances(codes, queries[q])
+            assert got == [(i, int(d)) for i, d in enumerate(expected) if d <= thresholds[q]]
+        assert lib.harness_hamming_below_many(3, None, 0, 1, None, 0, None, None, None, None) == -1
+        sextets = rng.integers(0, NIBBLE_TOP + 1, (4 * ((code_bytes + 2) // 3), 64), dtype=np.uint8)
+        sextet_sums = numpy_sextet_sums(codes, sextets)[10:110]
+        limit = np.array([int(np.median(sextet_sums))], U32)
+        m = lib.harness_sextet_above_many(0, blocked.ctypes.data, 10, 100, code_bytes, sextets.ctypes.data, 1,
+                                          limit.ctypes.data, out.ctypes.data, counts.ctypes.data)
+        assert out[:m].tolist() == [i for i, v in enumerate(sextet_sums) if v >= limit[0]]
+        assert lib.harness_sextet_above_many(4, None, 0, 0, 1, None, 0, None, None, None) == -1
 
 
 def test_huge_page_advice_keeps_the_data(harness):
@@ -375,6 +519,12 @@ def test_kernel_cap_never_exceeds_the_cpu(restore_kernels):
         best = capability.get(debug["cpu"], "portable")
         assert debug["popcount"] == LEVELS[min(LEVELS.index(level), LEVELS.index(best))]
         assert debug["asymmetric_scan"].startswith("nibble-") == (debug["popcount"] in ("avx2", "avx512"))
+        # The batch kernels follow the level: 6-bit groups exactly where the one-query scan uses VBMI.
+        assert debug["batch_hamming"] == {"avx512": "avx512-transposed", "avx2": "avx2-popcount-tables"}.get(
+            debug["popcount"], "loop")
+        assert (debug["batch_asymmetric"] == "sextet-avx512vbmi") == (debug["asymmetric_scan"] == "nibble-avx512vbmi")
+        if debug["asymmetric_scan"] != "nibble-avx512vbmi":
+            assert debug["batch_asymmetric"] == debug["asymmetric_scan"]
         assert debug["cpu_features"]
 
 
@@ -476,13 +626,27 @@ def search_vtable_table(conn, ids, vectors, queries, allowed, where):
                     assert [(r[0], r[1]) for r in rows] == expected, (where, k, candidates)
                     np.testing.assert_allclose([r[2] for r in rows], scores, rtol=1e-5, atol=1e-5)
                     results.append(rows)
-            # A batch of both queries in one MATCH: the rows of each, in turn.
-            rows = conn.execute("SELECT query, rowid, distance FROM idx WHERE vector MATCH ? AND k = ? "
-                                "AND rescore = 'none' AND candidates = ?",
-                                (np.concatenate(queries).tobytes(), k, candidates)).fetchall()
-            expected = [(j, rowid, distance) for j, query in enumerate(queries)
-                        for rowid, distance in vtable_oracle(ids, vectors, query, k, candidates)[0]]
-            assert rows == expected, (where, k, candidates, "batch")
+            # Batches in one MATCH: the rows of each query, in turn, against NumPy; and nineteen queries (groups
+            # of 8, 8, 2 and 1 in the batch kernels; some equal stored vectors, one repeated) against the same
+            # queries one at a time, row for row (NumPy's float64 scores order near-ties differently).
+            single = ("SELECT rowid, distance, score FROM idx WHERE vector MATCH ? AND k = ? AND rescore = 'none' "
+                      "AND candidates = ?")
+            many = list(queries) + [vectors[i] for i in range(0, len(vectors), max(1, len(vectors) // 9))][:9]
+            many += [np.random.default_rng(len(many)).standard_normal(dim).astype(np.float32) for _ in range(7)]
+            many.append(many[0])
+            for batch in (queries, many):
+                rows = conn.execute("SELECT query, rowid, distance, score FROM idx WHERE vector MATCH ? AND k = ? "
+                                    "AND rescore = 'none' AND candidates = ?",
+                                    (np.concatenate(batch).tobytes(), k, candidates)).fetchall()
+                if batch is queries:
+                    expected = [(j, rowid, distance) for j, query in enumerate(batch)
+                                for rowid, distance in vtable_oracle(ids, vectors, query, k, candidates)[0]]
+                    assert [row[:3] for row in rows] == expected, (where, k, candidates, "batch")
+                else:
+                    expected = [(j, *row) for j, query in enumerate(batch)
+                                for row in conn.execute(single, (query.tobytes(), k, candidates)).fetchall()]
+                    assert rows == expected, (where, k, candidates, "batch of 19")
+                results.append(rows)
         # A packed code: hamming candidates only.
         code = np.packbits(queries[0] > 0)
         rows = conn.execute("SELECT rowid, distance FROM idx WHERE vector MATCH ? AND k = ?",

@@ -74,3 +74,21 @@ def test_bad_queries_are_one_sentence(collection):
     with pytest.raises(InvalidArgument, match="k must be from 1"):
         col.search_many(np.zeros((2, DIM), dtype=np.float32), k=0)
     assert col.search_many(np.zeros((0, DIM), dtype=np.float32)) == []
+
+
+@pytest.mark.parametrize("dim", [256, 100])
+def test_batch_kernels_identical_to_one_at_a_time(dim):
+    """Code lengths the batch kernels specialise (32 bytes: the register-blocked Hamming step, 6-bit groups of
+    whole triples) and one they pad (13 bytes), with the default int8 rescoring; 45 queries are a group of 32
+    and one of 13 (kernel groups of 8, 4 and 1); ties from repeated vectors; k above the number of rows."""
+    with sqlitebin.connect(":memory:") as db:
+        col = db.create_collection("v", dim=dim, embedder=None, chunk_size=512)
+        rng = np.random.default_rng(dim)
+        vectors = rng.standard_normal((1500, dim)).astype(np.float32)
+        vectors[700:720] = vectors[3]
+        col.add(vectors=vectors)
+        queries = np.concatenate([rng.standard_normal((43, dim)).astype(np.float32), vectors[[3, 800]]])
+        for options in ({}, {"k": 50, "oversample": 7}, {"candidates": "hamming"},
+                        {"candidates": "hamming", "rescore": "none", "k": 2000}, {"rescore": "none", "k": 2000}):
+            assert hits(col.search_many(queries, **options)) == hits([col.search(q, **options) for q in queries]), (
+                options)
