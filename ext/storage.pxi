@@ -6,11 +6,9 @@
 #   N_rowids(rowid INTEGER PRIMARY KEY, location INTEGER)
 #   N_calibration(rowid INTEGER PRIMARY KEY, vector BLOB)  int8: float32 rows until calibrated
 #
-# Storage format 2 (written since 0.2.0): N_rowids is the only record of a slot's rowid (the
-# `ids` BLOB of a chunk is empty; the code cache rebuilds the ids from N_rowids when it loads),
-# and N_vectors rows hold `vectors_per_row` vectors, chosen at CREATE for the database's page
-# size so the rows fill their pages (66 int8 256-d vectors on 4 KiB pages: 257 bytes a vector).
-# Format 1 (0.2.0 development versions) kept each rowid in its chunk too, 64 vectors a row;
+# Storage format 2 (written since 0.2.0): N_vectors rows hold `vectors_per_row` vectors, chosen
+# at CREATE for the database's page size so the rows fill their pages (83 int8 256-d vectors on
+# 4 KiB pages: 258 bytes a vector). Format 1 (0.2.0 development versions) has 64 vectors a row;
 # such tables are read and written in their own format.
 #
 # A row lives at location = chunk_id * chunk_size + slot. Slots are handed out in order
@@ -22,7 +20,7 @@
 
 cdef enum:
     FORMAT_VERSION = 2          # the format CREATE writes; 1 is read and written too
-    FORMAT_CHUNK_IDS = 1        # the format whose chunks also hold each slot's rowid
+    FORMAT_64_VECTORS = 1       # the format whose vector rows hold FORMAT1_VECTORS_PER_ROW
     FORMAT1_VECTORS_PER_ROW = 64
     MAX_VECTORS_PER_ROW = 128
     RESCORE_INT8 = 0
@@ -89,7 +87,7 @@ ctypedef struct VectorTable:
     int code_bytes
     int rescore               # what is stored: RESCORE_INT8, RESCORE_FLOAT32 or RESCORE_NONE
     int vector_bytes          # stored bytes per vector (dim, 4 * dim or 0)
-    int format                # storage format: FORMAT_VERSION, or FORMAT_CHUNK_IDS
+    int format                # storage format: FORMAT_VERSION, or FORMAT_64_VECTORS
     int64_t vectors_per_row   # slots per N_vectors row
     int64_t chunk_size
     int64_t calibration_rows
@@ -359,7 +357,7 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
     """xConnect: the options written by storage_create."""
     cdef int64_t format = 0, dim = 0, rescore = -1, chunk_size = 0, calibration_rows = 0
     cdef int rc = config_get_int(t, "format", &format)
-    if rc == SQLITE_OK and format != FORMAT_VERSION and format != FORMAT_CHUNK_IDS:
+    if rc == SQLITE_OK and format != FORMAT_VERSION and format != FORMAT_64_VECTORS:
         return table_fail(t, sqlite3_mprintf("sqlitebin: %s was made by a newer sqlitebin (storage format %lld; "
                                              "this one reads formats 1 and %d)", t.name, format, <int>FORMAT_VERSION))
     t.format = <int>format
@@ -550,7 +548,7 @@ cdef int storage_new_slot(VectorTable *t, int64_t *location) noexcept nogil:
         if stmt != NULL:
             sqlite3_bind_int64(stmt, 1, next // t.chunk_size)
             sqlite3_bind_int64(stmt, 2, t.chunk_size // 8)
-            sqlite3_bind_int64(stmt, 3, t.chunk_size * 8 if t.format == FORMAT_CHUNK_IDS else 0)
+            sqlite3_bind_int64(stmt, 3, t.chunk_size * 8)
             sqlite3_bind_int64(stmt, 4, t.chunk_size * t.code_bytes)
         rc = step_done(t, stmt)
     if rc == SQLITE_OK and t.vector_bytes > 0 and next % t.vectors_per_row == 0:
@@ -731,8 +729,7 @@ cdef int storage_flush(VectorTable *t) noexcept nogil:
             return SQLITE_NOMEM
         if not pending_sorted(t):
             qsort(t.pending, t.pending_count, sizeof(PendingEntry), compare_pending)
-        if t.format == FORMAT_CHUNK_IDS:
-            rc = flush_column(t, WRITE_ID, "chunks", "ids", 8, t.chunk_size, 0, buffer)
+        rc = flush_column(t, WRITE_ID, "chunks", "ids", 8, t.chunk_size, 0, buffer)
         if rc == SQLITE_OK and t.code_bytes > 0:
             rc = flush_column(t, WRITE_CODE, "chunks", "codes", t.code_bytes, t.chunk_size, 0, buffer)
         if rc == SQLITE_OK and t.vector_bytes > 0:
@@ -822,7 +819,7 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
         rc = SQLITE_OK
         chunk_id = sqlite3_column_int64(stmt, 0)
         if (chunk_id != j or j >= chunks or sqlite3_column_bytes(stmt, 1) != t.chunk_size // 8
-                or sqlite3_column_bytes(stmt, 2) != (t.chunk_size * 8 if t.format == FORMAT_CHUNK_IDS else 0)
+                or sqlite3_column_bytes(stmt, 2) != t.chunk_size * 8
                 or sqlite3_column_bytes(stmt, 3) != t.chunk_size * t.code_bytes):
             table_fail(t, sqlite3_mprintf(
                 "sqlitebin: %s_chunks is damaged at chunk_id %lld (expected chunk %lld of %lld with %lld slots)",
@@ -830,8 +827,7 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
             rc = SQLITE_CORRUPT_VTAB
             break
         memcpy(cache.data.validity + j * (t.chunk_size // 8), sqlite3_column_blob(stmt, 1), t.chunk_size // 8)
-        if t.format == FORMAT_CHUNK_IDS:
-            memcpy(cache.data.ids + j * t.chunk_size, sqlite3_column_blob(stmt, 2), t.chunk_size * 8)
+        memcpy(cache.data.ids + j * t.chunk_size, sqlite3_column_blob(stmt, 2), t.chunk_size * 8)
         if t.code_bytes > 0:
             memcpy(cache.data.codes + j * t.chunk_size * t.code_bytes, sqlite3_column_blob(stmt, 3),
                    t.chunk_size * t.code_bytes)
@@ -843,8 +839,6 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
     elif rc == SQLITE_DONE:
         rc = SQLITE_OK
     sqlite3_finalize(stmt)
-    if rc == SQLITE_OK and t.format != FORMAT_CHUNK_IDS:
-        rc = check_rowids(t, &cache.data, True)
     if rc == SQLITE_OK:
         cache_set_extent(cache, t, chunks)
     return table_sqlite_fail(t, rc)
@@ -856,9 +850,9 @@ cdef int inconsistent(VectorTable *t, char *what) noexcept nogil:
     return SQLITE_CORRUPT_VTAB
 
 
-cdef int check_rowids(VectorTable *t, ChunkData *d, bint fill) noexcept nogil:
-    """Every N_rowids row points at its own live slot, and every live slot has one. Format 1:
-    the slot's id in the chunk must be the rowid; format 2 (`fill`): the rowid is put there."""
+cdef int check_rowids(VectorTable *t, ChunkData *d) noexcept nogil:
+    """Every N_rowids row points at its own live slot, which holds its rowid, and every live
+    slot has one."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int64_t rowid, location, rows = 0, live = 0, p
     cdef uint8_t *claimed = <uint8_t*>sqlite3_malloc64(t.next_location // 8 + 8)
@@ -877,12 +871,11 @@ cdef int check_rowids(VectorTable *t, ChunkData *d, bint fill) noexcept nogil:
         elif not ((d.validity[location >> 3] << (location & 7)) & 0x80):
             rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, whose slot is marked deleted",
                                                  rowid, location))
-        elif (claimed[location >> 3] << (location & 7)) & 0x80 or (not fill and d.ids[location] != rowid):
+        elif (claimed[location >> 3] << (location & 7)) & 0x80 or d.ids[location] != rowid:
             rc = inconsistent(t, sqlite3_mprintf("rowid %lld points at location %lld, which holds rowid %lld",
                                                  rowid, location, d.ids[location]))
         else:
             claimed[location >> 3] |= <uint8_t>(0x80 >> (location & 7))
-            d.ids[location] = rowid
     sqlite3_finalize(stmt)
     sqlite3_free(claimed)
     for p in range(t.next_location if rc == SQLITE_OK else 0):

@@ -262,9 +262,9 @@ cdef int integrity_check(VectorTable *t) noexcept nogil:
     cdef int rc = storage_flush(t)
     memset(&loaded, 0, sizeof(CodeCache))
     if rc == SQLITE_OK:
-        rc = storage_load_chunks(t, &loaded)  # checks the chunk rows and (format 2) N_rowids
-    if rc == SQLITE_OK and t.format == FORMAT_CHUNK_IDS:
-        rc = check_rowids(t, &loaded.data, False)
+        rc = storage_load_chunks(t, &loaded)  # checks the chunk rows themselves
+    if rc == SQLITE_OK:
+        rc = check_rowids(t, &loaded.data)
     for p in range(t.next_location if rc == SQLITE_OK else 0):
         if (loaded.data.validity[p >> 3] << (p & 7)) & 0x80:
             live += 1
