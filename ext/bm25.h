@@ -355,17 +355,9 @@ static void sqlitebin_bm25_function(const Fts5ExtensionApi *api, Fts5Context *ft
 
 /* Register `sqlitebin_bm25` on `db`. A SQLite built without FTS5 has nothing to register it with: not an error. */
 static int sqlitebin_register_bm25(sqlite3 *db, char **error) {
-    fts5_api *api = 0;
-    sqlite3_stmt *statement = 0;
+    fts5_api *api = sqlitebin_fts5_api(db);  /* tokenizer.h */
     int rc;
-    if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &statement, 0) != SQLITE_OK) {
-        sqlite3_finalize(statement);
-        return SQLITE_OK;
-    }
-    sqlite3_bind_pointer(statement, 1, (void *)&api, "fts5_api_ptr", 0);
-    sqlite3_step(statement);
-    sqlite3_finalize(statement);
-    if (api == 0 || api->iVersion < 2) return SQLITE_OK;
+    if (api == 0) return SQLITE_OK;
     rc = api->xCreateFunction(api, "sqlitebin_bm25", 0, sqlitebin_bm25_function, 0);
     if (rc != SQLITE_OK && error) *error = sqlite3_mprintf("sqlitebin: cannot register the sqlitebin_bm25() function");
     return rc;

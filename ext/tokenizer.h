@@ -151,19 +151,26 @@ static int sqlitebin_cjk_tokenize(Fts5Tokenizer *pTokenizer, void *pContext, int
 }
 
 /* Register `sqlitebin_cjk` on `db`. A SQLite built without FTS5 has nothing to register it with: not an error. */
-static int sqlitebin_register_tokenizer(sqlite3 *db, char **error) {
+/* The connection's fts5_api (version 2 or later), or 0 when its SQLite has no FTS5: then there is
+ * nothing to register with, which is not an error. Shared with bm25.h. */
+static fts5_api *sqlitebin_fts5_api(sqlite3 *db) {
     fts5_api *api = 0;
     sqlite3_stmt *statement = 0;
-    fts5_tokenizer methods;
-    int rc;
     if (sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &statement, 0) != SQLITE_OK) {
         sqlite3_finalize(statement);
-        return SQLITE_OK;
+        return 0;
     }
     sqlite3_bind_pointer(statement, 1, (void *)&api, "fts5_api_ptr", 0);
     sqlite3_step(statement);
     sqlite3_finalize(statement);
-    if (api == 0 || api->iVersion < 2) return SQLITE_OK;
+    return api != 0 && api->iVersion >= 2 ? api : 0;
+}
+
+static int sqlitebin_register_tokenizer(sqlite3 *db, char **error) {
+    fts5_api *api = sqlitebin_fts5_api(db);
+    fts5_tokenizer methods;
+    int rc;
+    if (api == 0) return SQLITE_OK;
     methods.xCreate = sqlitebin_cjk_create;
     methods.xDelete = sqlitebin_cjk_delete;
     methods.xTokenize = sqlitebin_cjk_tokenize;
