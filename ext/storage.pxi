@@ -6,10 +6,16 @@
 #   N_rowids(rowid INTEGER PRIMARY KEY, location INTEGER)
 #   N_calibration(rowid INTEGER PRIMARY KEY, vector BLOB)  int8: float32 rows until calibrated
 #
-# Storage format 2 (written since 0.2.0): N_vectors rows hold `vectors_per_row` vectors, chosen
-# at CREATE for the database's page size so the rows fill their pages (83 int8 256-d vectors on
-# 4 KiB pages: 258 bytes a vector). Format 1 (0.2.0 development versions) has 64 vectors a row;
-# such tables are read and written in their own format.
+# Storage format 3 (written since 0.2.0):
+# - N_vectors rows hold `vectors_per_row` vectors, chosen at CREATE for the database's page size so
+#   the rows fill their pages (83 int8 256-d vectors on 4 KiB pages: 258 bytes a vector);
+# - a chunk's ids are packed: an 8-byte little-endian base, then chunk_size little-endian offsets of
+#   1, 2, 4 or 8 bytes (the BLOB's length tells which); slot i holds rowid base + offset, modulo 2^64.
+#   A chunk starts at the width that rowids inserted in order need (2 bytes for 4,096 slots) with the
+#   base chunk_size below its first rowid, so rowids counting down fit too; a rowid that does not fit
+#   repacks that chunk's ids from the smallest and largest it holds (ids_flush).
+# Earlier formats of the 0.2.0 development versions are read and written in their own format:
+# format 2 stores each id as 8 bytes (no base); format 1 as well, with 64 vectors a row.
 #
 # A row lives at location = chunk_id * chunk_size + slot. Slots are handed out in order
 # (next_location) and reused only by 'optimize', so every chunk but the last is full.
@@ -19,8 +25,10 @@
 # a bulk load then writes each chunk once, in a few large blob writes.
 
 cdef enum:
-    FORMAT_VERSION = 2          # the format CREATE writes; 1 is read and written too
+    FORMAT_VERSION = 3          # the format CREATE writes; 1 and 2 are read and written too
     FORMAT_64_VECTORS = 1       # the format whose vector rows hold FORMAT1_VECTORS_PER_ROW
+    FORMAT_SIZED_ROWS = 2       # the first format with vectors_per_row
+    FORMAT_PACKED_IDS = 3       # the first format with packed chunk ids
     FORMAT1_VECTORS_PER_ROW = 64
     MAX_VECTORS_PER_ROW = 128
     RESCORE_INT8 = 0
@@ -48,7 +56,8 @@ cdef enum:
     ST_CALIBRATION_DELETE = 10
     ST_CALIBRATION_MOVE = 11
     ST_ROWID_MOVE = 12
-    STATEMENT_COUNT = 13
+    ST_CHUNK_IDS = 13
+    STATEMENT_COUNT = 14
 
 ctypedef struct PendingEntry:
     int64_t location
@@ -87,7 +96,7 @@ ctypedef struct VectorTable:
     int code_bytes
     int rescore               # what is stored: RESCORE_INT8, RESCORE_FLOAT32 or RESCORE_NONE
     int vector_bytes          # stored bytes per vector (dim, 4 * dim or 0)
-    int format                # storage format: FORMAT_VERSION, or FORMAT_64_VECTORS
+    int format                # storage format: FORMAT_VERSION, FORMAT_SIZED_ROWS or FORMAT_64_VECTORS
     int64_t vectors_per_row   # slots per N_vectors row
     int64_t chunk_size
     int64_t calibration_rows
@@ -144,7 +153,9 @@ cdef char *statement_sql(VectorTable *t, int which) noexcept nogil:
         return sqlite3_mprintf('INSERT OR REPLACE INTO "%w"."%w_config"(key, value) VALUES (?1, ?2)', t.schema, t.name)
     if which == ST_CHUNK_NEW:
         return sqlite3_mprintf('INSERT INTO "%w"."%w_chunks"(chunk_id, validity, ids, codes) '
-                               'VALUES (?1, zeroblob(?2), zeroblob(?3), zeroblob(?4))', t.schema, t.name)
+                               'VALUES (?1, zeroblob(?2), ?3, zeroblob(?4))', t.schema, t.name)
+    if which == ST_CHUNK_IDS:
+        return sqlite3_mprintf('UPDATE "%w"."%w_chunks" SET ids = ?2 WHERE chunk_id = ?1', t.schema, t.name)
     if which == ST_BLOCK_NEW:
         return sqlite3_mprintf('INSERT INTO "%w"."%w_vectors"(block_id, vectors) VALUES (?1, zeroblob(?2))',
                                t.schema, t.name)
@@ -357,9 +368,9 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
     """xConnect: the options written by storage_create."""
     cdef int64_t format = 0, dim = 0, rescore = -1, chunk_size = 0, calibration_rows = 0
     cdef int rc = config_get_int(t, "format", &format)
-    if rc == SQLITE_OK and format != FORMAT_VERSION and format != FORMAT_64_VECTORS:
+    if rc == SQLITE_OK and (format < FORMAT_64_VECTORS or format > FORMAT_VERSION):
         return table_fail(t, sqlite3_mprintf("sqlitebin: %s was made by a newer sqlitebin (storage format %lld; "
-                                             "this one reads formats 1 and %d)", t.name, format, <int>FORMAT_VERSION))
+                                             "this one reads formats 1 to %d)", t.name, format, <int>FORMAT_VERSION))
     t.format = <int>format
     if rc == SQLITE_OK:
         rc = config_get_int(t, "dim", &dim)
@@ -377,7 +388,7 @@ cdef int storage_read_options(VectorTable *t) noexcept nogil:
                                       t.name, dim, rescore, chunk_size))
         return SQLITE_CORRUPT_VTAB
     table_set_shape(t, <int>dim, <int>rescore, chunk_size, calibration_rows)
-    if t.format == FORMAT_VERSION and t.vector_bytes > 0:
+    if t.format >= FORMAT_SIZED_ROWS and t.vector_bytes > 0:
         rc = config_get_int(t, "vectors_per_row", &t.vectors_per_row)
         if rc == SQLITE_OK and (t.vectors_per_row < 1 or t.vectors_per_row > MAX_VECTORS_PER_ROW):
             table_fail(t, sqlite3_mprintf("sqlitebin: %s_config is damaged (vectors_per_row %lld)",
@@ -538,19 +549,39 @@ cdef int rowid_write(VectorTable *t, int which, int64_t rowid, int64_t location)
 # ---------------------------------------------------------------------------
 # Allocation of slots, and the pending writes
 
-cdef int storage_new_slot(VectorTable *t, int64_t *location) noexcept nogil:
-    """The next free location, creating its chunk row (and vector row) when it opens one."""
+cdef int chunk_create(VectorTable *t, int64_t chunk, int64_t first_rowid) noexcept nogil:
+    """A new N_chunks row, all slots empty; packed ids start at the width and base that rowids
+    inserted in order from first_rowid (or counting down from it) fit."""
+    cdef sqlite3_stmt *stmt = table_statement(t, ST_CHUNK_NEW)
+    cdef int header = ids_header_bytes(t)
+    cdef int width = ids_width_for(<uint64_t>(2 * t.chunk_size - 1)) if header > 0 else 8
+    cdef int64_t nbytes = header + width * t.chunk_size
+    cdef uint8_t *ids = <uint8_t*>sqlite3_malloc64(nbytes)
+    cdef int rc
+    if ids == NULL:
+        return SQLITE_NOMEM
+    memset(ids, 0, nbytes)
+    if header > 0:
+        store_le(ids, <uint64_t>first_rowid - <uint64_t>t.chunk_size, 8)
+    if stmt != NULL:
+        sqlite3_bind_int64(stmt, 1, chunk)
+        sqlite3_bind_int64(stmt, 2, t.chunk_size // 8)
+        sqlite3_bind_blob(stmt, 3, ids, <int>nbytes, SQLITE_STATIC)
+        sqlite3_bind_int64(stmt, 4, t.chunk_size * t.code_bytes)
+    rc = step_done(t, stmt)
+    if stmt != NULL:
+        sqlite3_bind_null(stmt, 3)
+    sqlite3_free(ids)
+    return rc
+
+
+cdef int storage_new_slot(VectorTable *t, int64_t rowid, int64_t *location) noexcept nogil:
+    """The next free location, for `rowid`, creating its chunk row (and vector row) when it opens one."""
     cdef sqlite3_stmt *stmt
     cdef int rc = SQLITE_OK
     cdef int64_t next = t.next_location
     if next % t.chunk_size == 0:
-        stmt = table_statement(t, ST_CHUNK_NEW)
-        if stmt != NULL:
-            sqlite3_bind_int64(stmt, 1, next // t.chunk_size)
-            sqlite3_bind_int64(stmt, 2, t.chunk_size // 8)
-            sqlite3_bind_int64(stmt, 3, t.chunk_size * 8)
-            sqlite3_bind_int64(stmt, 4, t.chunk_size * t.code_bytes)
-        rc = step_done(t, stmt)
+        rc = chunk_create(t, next // t.chunk_size, rowid)
     if rc == SQLITE_OK and t.vector_bytes > 0 and next % t.vectors_per_row == 0:
         stmt = table_statement(t, ST_BLOCK_NEW)
         if stmt != NULL:
@@ -664,11 +695,8 @@ cdef int flush_column(VectorTable *t, int kind, const char *table, const char *c
             if t.pending[j].kind & kind:
                 if t.pending[j].location == first + count:
                     count += 1
-                if kind == WRITE_ID:
-                    memcpy(buffer + (t.pending[j].location - first) * 8, &t.pending[j].id, 8)
-                else:
-                    memcpy(buffer + (t.pending[j].location - first) * width,
-                           t.pending_data + t.pending[j].data_index * stride + data_offset, width)
+                memcpy(buffer + (t.pending[j].location - first) * width,
+                       t.pending_data + t.pending[j].data_index * stride + data_offset, width)
             j += 1
         rc = blob_at(t, &blob, &open_row, table, column, row, 1)
         if rc == SQLITE_OK:
@@ -676,6 +704,156 @@ cdef int flush_column(VectorTable *t, int kind, const char *table, const char *c
                                                          <int>((first % per_row) * width)))
         i = j
     sqlite3_blob_close(blob)
+    return rc
+
+
+# ---------------------------------------------------------------------------
+# Chunk ids: 8 bytes each (formats 1 and 2), or packed (format 3; the format notes above)
+
+cdef int ids_header_bytes(VectorTable *t) noexcept nogil:
+    return 8 if t.format >= FORMAT_PACKED_IDS else 0
+
+
+cdef int ids_width(VectorTable *t, int64_t nbytes) noexcept nogil:
+    """The bytes per id of a chunk's ids BLOB of `nbytes` bytes; 0 when no width gives that length."""
+    cdef int width = 1
+    cdef int header = ids_header_bytes(t)
+    while width <= 8:
+        if (header > 0 or width == 8) and nbytes == header + width * t.chunk_size:
+            return width
+        width *= 2
+    return 0
+
+
+cdef int ids_width_for(uint64_t offset) noexcept nogil:
+    """The fewest bytes (1, 2, 4 or 8) that hold `offset`."""
+    if offset < 0x100:
+        return 1
+    if offset < 0x10000:
+        return 2
+    return 4 if offset <= <uint64_t>0xffffffffU else 8
+
+
+cdef inline void store_le(uint8_t *out, uint64_t value, int width) noexcept nogil:
+    cdef int b
+    for b in range(width):
+        out[b] = <uint8_t>(value >> (8 * b))
+
+
+cdef inline uint64_t load_le(const uint8_t *p, int width) noexcept nogil:
+    cdef uint64_t value = 0
+    cdef int b
+    for b in range(width):
+        value |= (<uint64_t>p[b]) << (8 * b)
+    return value
+
+
+cdef void ids_unpack(VectorTable *t, const uint8_t *blob, int width, int64_t *out) noexcept nogil:
+    """A chunk's ids BLOB (of the width ids_width found) as chunk_size rowids."""
+    cdef int64_t i, n = t.chunk_size
+    cdef uint64_t base
+    cdef const uint8_t *p
+    if ids_header_bytes(t) == 0:
+        memcpy(out, blob, 8 * n)  # 8-byte ids in the machine's order, as formats 1 and 2 wrote them
+        return
+    base = load_le(blob, 8)
+    p = blob + 8
+    if width == 2:  # the usual case, kept a simple loop the compiler vectorises
+        for i in range(n):
+            out[i] = <int64_t>(base + ((<uint64_t>p[2 * i]) | ((<uint64_t>p[2 * i + 1]) << 8)))
+    else:
+        for i in range(n):
+            out[i] = <int64_t>(base + load_le(p + i * width, width))
+
+
+cdef void ids_pack(const int64_t *ids, int64_t count, uint64_t base, int header, int width,
+                   uint8_t *out) noexcept nogil:
+    """`count` rowids as packed offsets from `base` (8-byte ids when there is no header)."""
+    cdef int64_t i
+    if header == 0:
+        memcpy(out, ids, 8 * count)
+        return
+    for i in range(count):
+        store_le(out + i * width, <uint64_t>ids[i] - base, width)
+
+
+cdef int ids_repack(VectorTable *t, int64_t chunk, const int64_t *ids, uint8_t *buffer) noexcept nogil:
+    """Rewrite a chunk's packed ids with the base and width its ids need now: the base chunk_size
+    below the smallest, the width that holds the largest (a new BLOB length: an UPDATE of the row)."""
+    cdef sqlite3_stmt *stmt = table_statement(t, ST_CHUNK_IDS)
+    cdef int64_t i, low = ids[0], high = ids[0]
+    cdef uint64_t base, span
+    cdef int width, rc
+    for i in range(1, t.chunk_size):
+        low = ids[i] if ids[i] < low else low
+        high = ids[i] if ids[i] > high else high
+    span = <uint64_t>high - <uint64_t>low  # high >= low: no wrap
+    if span > <uint64_t>0xffffffffffffffffU - <uint64_t>t.chunk_size:  # the slack below would wrap past high
+        base, width = <uint64_t>low, 8
+    else:
+        base = <uint64_t>low - <uint64_t>t.chunk_size
+        width = ids_width_for(span + <uint64_t>t.chunk_size)
+    store_le(buffer, base, 8)
+    ids_pack(ids, t.chunk_size, base, 8, width, buffer + 8)
+    if stmt != NULL:
+        sqlite3_bind_int64(stmt, 1, chunk)
+        sqlite3_bind_blob(stmt, 2, buffer, <int>(8 + width * t.chunk_size), SQLITE_STATIC)
+    rc = step_done(t, stmt)
+    if stmt != NULL:
+        sqlite3_bind_null(stmt, 2)
+    return rc
+
+
+cdef int ids_flush(VectorTable *t, uint8_t *buffer) noexcept nogil:
+    """Write the queued ids, per chunk: read its ids, apply the queue in order, and write back the
+    span of slots written, or repack the whole column when a rowid does not fit its base and width.
+    `buffer` holds 8 + 8 * chunk_size bytes."""
+    cdef sqlite3_blob *blob = NULL
+    cdef int64_t open_row = -1, i = 0, chunk, slot, low, high, nbytes
+    cdef int64_t *ids = <int64_t*>sqlite3_malloc64(8 * t.chunk_size)
+    cdef int header = ids_header_bytes(t), width
+    cdef uint64_t base = 0
+    cdef bint fits
+    cdef int rc = SQLITE_OK if ids != NULL else SQLITE_NOMEM
+    while i < t.pending_count and rc == SQLITE_OK:
+        if not (t.pending[i].kind & WRITE_ID):
+            i += 1
+            continue
+        chunk = t.pending[i].location // t.chunk_size
+        rc = blob_at(t, &blob, &open_row, "chunks", "ids", chunk, 1)
+        if rc != SQLITE_OK:
+            break
+        nbytes = sqlite3_blob_bytes(blob)
+        width = ids_width(t, nbytes)
+        if width == 0:
+            table_fail(t, sqlite3_mprintf("sqlitebin: %s_chunks is damaged at chunk_id %lld (ids of %lld bytes "
+                                          "for %lld slots)", t.name, chunk, nbytes, t.chunk_size))
+            rc = SQLITE_CORRUPT_VTAB
+            break
+        rc = table_sqlite_fail(t, sqlite3_blob_read(blob, buffer, <int>nbytes, 0))
+        if rc != SQLITE_OK:
+            break
+        ids_unpack(t, buffer, width, ids)
+        base = load_le(buffer, 8) if header > 0 else 0
+        low, high, fits = t.chunk_size, -1, True
+        while i < t.pending_count and t.pending[i].location // t.chunk_size == chunk:
+            if t.pending[i].kind & WRITE_ID:
+                slot = t.pending[i].location % t.chunk_size
+                ids[slot] = t.pending[i].id
+                low = slot if slot < low else low
+                high = slot if slot > high else high
+                fits = fits and (header == 0 or ids_width_for(<uint64_t>t.pending[i].id - base) <= width)
+            i += 1
+        if fits:
+            ids_pack(ids + low, high - low + 1, base, header, width, buffer)
+            rc = table_sqlite_fail(t, sqlite3_blob_write(blob, buffer, <int>((high - low + 1) * width),
+                                                         <int>(header + low * width)))
+        else:
+            sqlite3_blob_close(blob)  # the UPDATE would expire it
+            blob, open_row = NULL, -1
+            rc = ids_repack(t, chunk, ids, buffer)
+    sqlite3_blob_close(blob)
+    sqlite3_free(ids)
     return rc
 
 
@@ -729,7 +907,7 @@ cdef int storage_flush(VectorTable *t) noexcept nogil:
             return SQLITE_NOMEM
         if not pending_sorted(t):
             qsort(t.pending, t.pending_count, sizeof(PendingEntry), compare_pending)
-        rc = flush_column(t, WRITE_ID, "chunks", "ids", 8, t.chunk_size, 0, buffer)
+        rc = ids_flush(t, buffer)
         if rc == SQLITE_OK and t.code_bytes > 0:
             rc = flush_column(t, WRITE_CODE, "chunks", "codes", t.code_bytes, t.chunk_size, 0, buffer)
         if rc == SQLITE_OK and t.vector_bytes > 0:
@@ -755,27 +933,37 @@ ctypedef struct VectorReader:
     int64_t row
 
 
-cdef int read_stored_vector(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
-    """The stored rescoring vector (vector_bytes) of `location`."""
-    cdef int rc = blob_at(t, &reader.blob, &reader.row, "vectors", "vectors", location // t.vectors_per_row, 0)
-    if rc != SQLITE_OK:
-        return rc
-    return table_sqlite_fail(t, sqlite3_blob_read(reader.blob, out, t.vector_bytes,
-                                                  <int>((location % t.vectors_per_row) * t.vector_bytes)))
-
-
-cdef int read_stored_code(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
-    cdef int rc = blob_at(t, &reader.blob, &reader.row, "chunks", "codes", location // t.chunk_size, 0)
-    if rc != SQLITE_OK:
-        return rc
-    return table_sqlite_fail(t, sqlite3_blob_read(reader.blob, out, t.code_bytes,
-                                                  <int>((location % t.chunk_size) * t.code_bytes)))
-
-
 cdef void vector_reader_close(VectorReader *reader) noexcept nogil:
     sqlite3_blob_close(reader.blob)
     reader.blob = NULL
     reader.row = -1
+
+
+cdef int reader_read(VectorTable *t, VectorReader *reader, const char *table, const char *column, int64_t row,
+                     uint8_t *out, int nbytes, int offset) noexcept nogil:
+    """Read from a shadow table's BLOB through the reader's handle, opened again when a write since
+    (a chunk's ids widened: an UPDATE of its row) expired it."""
+    cdef int rc = blob_at(t, &reader.blob, &reader.row, table, column, row, 0)
+    if rc == SQLITE_OK:
+        rc = sqlite3_blob_read(reader.blob, out, nbytes, offset)
+        if rc == SQLITE_ABORT:
+            vector_reader_close(reader)
+            rc = blob_at(t, &reader.blob, &reader.row, table, column, row, 0)
+            if rc == SQLITE_OK:
+                rc = sqlite3_blob_read(reader.blob, out, nbytes, offset)
+        rc = table_sqlite_fail(t, rc)
+    return rc
+
+
+cdef int read_stored_vector(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
+    """The stored rescoring vector (vector_bytes) of `location`."""
+    return reader_read(t, reader, "vectors", "vectors", location // t.vectors_per_row, out, t.vector_bytes,
+                       <int>((location % t.vectors_per_row) * t.vector_bytes))
+
+
+cdef int read_stored_code(VectorTable *t, VectorReader *reader, int64_t location, uint8_t *out) noexcept nogil:
+    return reader_read(t, reader, "chunks", "codes", location // t.chunk_size, out, t.code_bytes,
+                       <int>((location % t.chunk_size) * t.code_bytes))
 
 
 cdef int read_staged_vector(VectorTable *t, int64_t rowid, uint8_t *out) noexcept nogil:
@@ -803,7 +991,7 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
     """Read every chunk into `cache` (after a flush), laid out by location."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int64_t chunks = (t.next_location + t.chunk_size - 1) // t.chunk_size, j = 0, chunk_id
-    cdef int rc
+    cdef int rc, width
     cdef char *sql
     rc = cache_reserve(cache, t, chunks)
     if rc != SQLITE_OK:
@@ -818,8 +1006,8 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
             break
         rc = SQLITE_OK
         chunk_id = sqlite3_column_int64(stmt, 0)
-        if (chunk_id != j or j >= chunks or sqlite3_column_bytes(stmt, 1) != t.chunk_size // 8
-                or sqlite3_column_bytes(stmt, 2) != t.chunk_size * 8
+        width = ids_width(t, sqlite3_column_bytes(stmt, 2))
+        if (chunk_id != j or j >= chunks or sqlite3_column_bytes(stmt, 1) != t.chunk_size // 8 or width == 0
                 or sqlite3_column_bytes(stmt, 3) != t.chunk_size * t.code_bytes):
             table_fail(t, sqlite3_mprintf(
                 "sqlitebin: %s_chunks is damaged at chunk_id %lld (expected chunk %lld of %lld with %lld slots)",
@@ -827,7 +1015,7 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
             rc = SQLITE_CORRUPT_VTAB
             break
         memcpy(cache.data.validity + j * (t.chunk_size // 8), sqlite3_column_blob(stmt, 1), t.chunk_size // 8)
-        memcpy(cache.data.ids + j * t.chunk_size, sqlite3_column_blob(stmt, 2), t.chunk_size * 8)
+        ids_unpack(t, <const uint8_t*>sqlite3_column_blob(stmt, 2), width, cache.data.ids + j * t.chunk_size)
         if t.code_bytes > 0:
             memcpy(cache.data.codes + j * t.chunk_size * t.code_bytes, sqlite3_column_blob(stmt, 3),
                    t.chunk_size * t.code_bytes)

@@ -177,7 +177,7 @@ cdef int write_insert(VectorTable *t, sqlite3_value *rowid_value, sqlite3_value 
     if rc == SQLITE_DONE or rc == SQLITE_OK:
         rc = cache_before_write(t)
     if rc == SQLITE_OK:
-        rc = storage_new_slot(t, &location)
+        rc = storage_new_slot(t, rowid, &location)
     if rc == SQLITE_OK:
         rc = rowid_write(t, ST_ROWID_INSERT, rowid, location)
     if rc == SQLITE_OK:

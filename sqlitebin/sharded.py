@@ -200,8 +200,7 @@ def _shard_search(path, name, vectors, depth, rescore, candidates, where, params
     t = collection.tables
     chunks = quote_identifier(name + "_index_chunks")
     if not collection.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {chunks})").fetchall()[0][0]:
-        # A shard that never held a row has nothing to find (and the extension must not be asked:
-        # it crashes on a search of an index with no chunk yet).
+        # A shard that never held a row has nothing to find: skip the statement.
         return [[] for _ in vectors]
     filter_sql = f" AND rowid IN (SELECT id FROM {t.documents} WHERE ({where}))" if where else ""
     sql = (

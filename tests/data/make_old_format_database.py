@@ -1,9 +1,10 @@
-"""Write tests/data/sqlitebin-format1.sqlite: `sqlitebin` virtual tables in storage format 1, as the
-0.2.0 development code wrote them (each rowid kept in its chunk as well as in N_rowids, 64 vectors per
-N_vectors row).
+"""Write tests/data/sqlitebin-formatN.sqlite: `sqlitebin` virtual tables in an earlier storage format,
+as the code that wrote that format made them:
+- format 1 (commit b8b0cca): 64 vectors per N_vectors row, each rowid as 8 bytes in its chunk;
+- format 2 (commit cf87d84): N_vectors rows sized to the page, each rowid as 8 bytes in its chunk.
 
-Run with that code (commit b8b0cca) built: `python tests/data/make_format1_database.py`. The format test
-opens this file with the current code, which must read and write it in its own format.
+Run with that code built: `python tests/data/make_old_format_database.py N`. The format test opens these
+files with the current code, which must read and write each in its own format.
 
 Three tables, vectors from `vectors(seed, n, dim)` below (the test makes the same ones):
 - `v_int8`: dim 20, rescore int8, chunk_size 64, calibration_rows 64; rowids 1-300; rowids divisible
@@ -12,6 +13,7 @@ Three tables, vectors from `vectors(seed, n, dim)` below (the test makes the sam
 - `v_none`: dim 70, rescore none; rowids 1-100.
 """
 
+import sys
 from pathlib import Path
 
 import apsw
@@ -19,16 +21,16 @@ import numpy as np
 
 import sqlitebin
 
-OUTPUT = Path(__file__).with_name("sqlitebin-format1.sqlite")
 
 
 def vectors(seed, n, dim):
     return np.random.default_rng(seed).standard_normal((n, dim)).astype("<f4")
 
 
-def main():
-    OUTPUT.unlink(missing_ok=True)
-    conn = apsw.Connection(str(OUTPUT))
+def main(format_version):
+    output = Path(__file__).with_name(f"sqlitebin-format{format_version}.sqlite")
+    output.unlink(missing_ok=True)
+    conn = apsw.Connection(str(output))
     sqlitebin.load(conn)
     with conn:
         conn.execute("CREATE VIRTUAL TABLE v_int8 USING sqlitebin(dim=20, rescore=int8, chunk_size=64, "
@@ -52,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]))
