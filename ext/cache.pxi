@@ -90,10 +90,6 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
         return SQLITE_NOMEM
     if t.vector_bytes > 0:
         cache.vector_row_capacity = vector_rows_for(t, capacity * size)
-    # The scan streams through both: ask for huge pages (only advice; a no-op where unsupported).
-    sqlitebin_advise_huge_pages(d.codes, size * t.code_bytes * capacity)
-    if d.blocked != NULL:
-        sqlitebin_advise_huge_pages(d.blocked, size * t.code_bytes * capacity)
     d.code_bytes = t.code_bytes
     cache.capacity_chunks = capacity
     return SQLITE_OK
@@ -104,10 +100,14 @@ cdef int64_t vector_rows_for(VectorTable *t, int64_t slots) noexcept nogil:
 
 
 cdef int grow_array(void **array, int64_t old_bytes, int64_t new_bytes) noexcept nogil:
-    """Resize to new_bytes, zeroing what is new; non-zero on failure (the array is kept)."""
+    """Resize to new_bytes, zeroing what is new; non-zero on failure (the array is kept). Large arrays
+    (the codes, their ids, the scan-ready copy: the scan streams through them) get transparent huge pages
+    where the system gives them on request, asked before the new part is first written (the zeroing):
+    a page touched before the advice stays 4 KB."""
     cdef void *grown = sqlite3_realloc64(array[0], new_bytes + 8)
     if grown == NULL:
         return 1
+    sqlitebin_advise_huge_pages(grown, new_bytes + 8)
     memset(<uint8_t*>grown + old_bytes, 0, new_bytes + 8 - old_bytes)
     array[0] = grown
     return 0
