@@ -36,7 +36,7 @@
 #define SQLITEBIN_NIBBLE_MAX_BYTES 512 /* longest code the 16-bit nibble sums can hold (2 * 512 * 63 < 2^16) */
 #define SQLITEBIN_NIBBLE_LEVELS 63     /* largest table entry: a pair of bytes' four entries fit in one byte */
 #define SQLITEBIN_NO_CANDIDATE 0x10000u /* a nibble threshold no 16-bit sum reaches */
-#define SQLITEBIN_PREFETCH_BYTES 2048  /* how far ahead the streaming kernels request codes */
+#define SQLITEBIN_PREFETCH_BYTES 8192  /* how far ahead the streaming kernels request codes (2 KB was 1.2-1.3x slower on 1M codes) */
 
 typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
                                              const uint8_t *query, uint32_t threshold,
@@ -240,7 +240,7 @@ static inline size_t sqlitebin_below_words_popcnt(const uint8_t *codes, size_t c
     for (size_t i = 0; i < count; i++) {
         const uint8_t *c = codes + i * 8 * words;
         uint32_t d = 0;
-        if (words >= 4)  /* at least half a line per code: request the codes 2 KB ahead (never faults) */
+        if (words >= 4)  /* at least half a line per code: request the codes SQLITEBIN_PREFETCH_BYTES ahead (never faults) */
             __builtin_prefetch(c + SQLITEBIN_PREFETCH_BYTES);
 #pragma GCC unroll 8
         for (size_t w = 0; w < words; w++)
@@ -365,7 +365,7 @@ static size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count,
         const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)query));
         for (; i + 8 <= count; i += 8) {
             const uint8_t *c = codes + i * 32;
-            /* Codes stream from memory beyond the cache: ask for them 2 KB ahead, one request per line.
+            /* Codes stream from memory beyond the cache: ask for them 8 KB ahead, one request per line.
              * A prefetch never faults, even past the end of the codes. */
             _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES), _MM_HINT_T0);
             _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 64), _MM_HINT_T0);
