@@ -38,6 +38,15 @@
 #define SQLITEBIN_NO_CANDIDATE 0x10000u /* a nibble threshold no 16-bit sum reaches */
 #define SQLITEBIN_PREFETCH_BYTES 8192  /* how far ahead the streaming kernels request codes (2 KB was 1.2-1.3x slower on 1M codes) */
 
+/* Request the lines of `bytes` bytes of codes SQLITEBIN_PREFETCH_BYTES ahead of `c` (a prefetch never faults,
+ * even past the end). The AVX-512 scan of codes of other lengths than 256 bits calls it per step of eight codes:
+ * without it a 1M x 1024-bit scan took 17 ms against 7 (the one-code-at-a-time POPCNT and AVX2 loops keep the
+ * hardware prefetcher on its own: prefetching there made them 5% slower). */
+static inline void sqlitebin_prefetch_ahead(const uint8_t *c, size_t bytes) {
+    for (size_t line = 0; line < bytes; line += 64)
+        __builtin_prefetch(c + SQLITEBIN_PREFETCH_BYTES + line);
+}
+
 typedef size_t (*sqlitebin_hamming_below_fn)(const uint8_t *codes, size_t count, size_t code_bytes,
                                              const uint8_t *query, uint32_t threshold,
                                              uint32_t *out_index, uint32_t *out_distance);
@@ -388,6 +397,7 @@ static size_t sqlitebin_hamming_below_avx512(const uint8_t *codes, size_t count,
         const size_t cb = code_bytes;
         for (; i + 8 <= count; i += 8) {
             const uint8_t *c = codes + i * cb;
+            sqlitebin_prefetch_ahead(c, 8 * cb);
             __m512i d = sqlitebin_sum8_avx512(
                 sqlitebin_code_counts_avx512(c, query, cb, tail),
                 sqlitebin_code_counts_avx512(c + cb, query, cb, tail),
