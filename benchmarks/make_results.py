@@ -15,6 +15,9 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every engine scans on one thread (faiss, usearch and NumPy are set so below): sqlitebin too, though by default
+# it splits a scan over two threads while a core is idle (benchmarks/bench_kernels.py measures that default).
+os.environ.setdefault("SQLITEBIN_THREADS", "1")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -309,8 +312,8 @@ Random codes (seed {speed['settings']['seed']}), top {speed['settings']['k']} by
 time; each engine is warmed up on one query whose answer is checked against a NumPy brute force (sorted distances,
 so ties cannot hide a wrong answer), then timed on {speed['settings']['repeat']} other queries and the median
 reported (engines that take over 3 s a query are timed on fewer, never under 3). All SQLite engines share one
-in-memory database; faiss runs with `omp_set_num_threads(1)`, usearch with `threads=1`, NumPy single-threaded.
-Ratios are each engine's time over sqlitebin's fast path (the `sqlitebin` index, Hamming candidates, `rescore = 'none'`) at the same size:
+in-memory database; sqlitebin runs with `SQLITEBIN_THREADS=1`, faiss with `omp_set_num_threads(1)`, usearch with
+`threads=1`, NumPy single-threaded. Ratios are each engine's time over sqlitebin's fast path (the `sqlitebin` index, Hamming candidates, `rescore = 'none'`) at the same size:
 above 1 means slower than sqlitebin. The scan section took {scan_minutes:.1f} minutes.
 
 {scan_tables(speed)}
