@@ -67,6 +67,7 @@ if [ "$LOADED" != "$WORK/sqlitebin/sqlitebin.so" ]; then
 fi
 
 TESTS=(tests/test_sql_functions.py tests/test_vtable.py tests/test_vtable_random.py tests/test_vtable_shared.py
+       tests/test_vtable_format.py tests/test_vtable_vector_cache.py
        tests/test_index_scan.py tests/test_search_many.py tests/test_collection.py tests/test_hybrid.py tests/test_keyword.py
        tests/test_bm25.py
        tests/test_reliability_input.py tests/test_fuzz.py
