@@ -748,22 +748,18 @@ cdef inline uint64_t load_le(const uint8_t *p, int width) noexcept nogil:
     return value
 
 
-cdef void ids_unpack(VectorTable *t, const uint8_t *blob, int width, int64_t *out) noexcept nogil:
-    """A chunk's ids BLOB (of the width ids_width found) as chunk_size rowids."""
-    cdef int64_t i, n = t.chunk_size
-    cdef uint64_t base
-    cdef const uint8_t *p
-    if ids_header_bytes(t) == 0:
-        memcpy(out, blob, 8 * n)  # 8-byte ids in the machine's order, as formats 1 and 2 wrote them
-        return
-    base = load_le(blob, 8)
-    p = blob + 8
-    if width == 2:  # the usual case, kept a simple loop the compiler vectorises
-        for i in range(n):
-            out[i] = <int64_t>(base + ((<uint64_t>p[2 * i]) | ((<uint64_t>p[2 * i + 1]) << 8)))
+cdef void ids_unpack(const uint8_t *offsets, int64_t count, uint64_t base, int header, int width,
+                     int64_t *out) noexcept nogil:
+    """`count` packed offsets from `base` as rowids (8-byte ids when there is no header): ids_pack undone."""
+    cdef int64_t i
+    if header == 0:
+        memcpy(out, offsets, 8 * count)  # 8-byte ids in the machine's order, as formats 1 and 2 wrote them
+    elif width == 2:  # the usual case, kept a simple loop the compiler vectorises
+        for i in range(count):
+            out[i] = <int64_t>(base + ((<uint64_t>offsets[2 * i]) | ((<uint64_t>offsets[2 * i + 1]) << 8)))
     else:
-        for i in range(n):
-            out[i] = <int64_t>(base + load_le(p + i * width, width))
+        for i in range(count):
+            out[i] = <int64_t>(base + load_le(offsets + i * width, width))
 
 
 cdef void ids_pack(const int64_t *ids, int64_t count, uint64_t base, int header, int width,
@@ -805,11 +801,12 @@ cdef int ids_repack(VectorTable *t, int64_t chunk, const int64_t *ids, uint8_t *
 
 
 cdef int ids_flush(VectorTable *t, uint8_t *buffer) noexcept nogil:
-    """Write the queued ids, per chunk: read its ids, apply the queue in order, and write back the
-    span of slots written, or repack the whole column when a rowid does not fit its base and width.
-    `buffer` holds 8 + 8 * chunk_size bytes."""
+    """Write the queued ids, per chunk. When every queued rowid fits the chunk's base and width, only
+    the span of slots written is read, updated in queue order and written back (a single-row commit
+    touches a few bytes); otherwise the whole column is read and repacked. `buffer` holds
+    8 + 8 * chunk_size bytes."""
     cdef sqlite3_blob *blob = NULL
-    cdef int64_t open_row = -1, i = 0, chunk, slot, low, high, nbytes
+    cdef int64_t open_row = -1, i = 0, j, chunk, low, high, nbytes, first, slots
     cdef int64_t *ids = <int64_t*>sqlite3_malloc64(8 * t.chunk_size)
     cdef int header = ids_header_bytes(t), width
     cdef uint64_t base = 0
@@ -830,23 +827,32 @@ cdef int ids_flush(VectorTable *t, uint8_t *buffer) noexcept nogil:
                                           "for %lld slots)", t.name, chunk, nbytes, t.chunk_size))
             rc = SQLITE_CORRUPT_VTAB
             break
-        rc = table_sqlite_fail(t, sqlite3_blob_read(blob, buffer, <int>nbytes, 0))
+        rc = table_sqlite_fail(t, sqlite3_blob_read(blob, buffer, header, 0))
+        base = load_le(buffer, header)  # 0 without a header
+        # The chunk's queued ids: the span of slots they cover, and whether each fits.
+        low, high, fits = t.chunk_size, -1, True
+        j = i
+        while j < t.pending_count and t.pending[j].location // t.chunk_size == chunk:
+            if t.pending[j].kind & WRITE_ID:
+                low = min(low, t.pending[j].location % t.chunk_size)
+                high = max(high, t.pending[j].location % t.chunk_size)
+                fits = fits and (header == 0 or ids_width_for(<uint64_t>t.pending[j].id - base) <= width)
+            j += 1
+        first = low if fits else 0
+        slots = high - low + 1 if fits else t.chunk_size
+        if rc == SQLITE_OK:
+            rc = table_sqlite_fail(t, sqlite3_blob_read(blob, buffer, <int>(slots * width),
+                                                        <int>(header + first * width)))
         if rc != SQLITE_OK:
             break
-        ids_unpack(t, buffer, width, ids)
-        base = load_le(buffer, 8) if header > 0 else 0
-        low, high, fits = t.chunk_size, -1, True
-        while i < t.pending_count and t.pending[i].location // t.chunk_size == chunk:
+        ids_unpack(buffer, slots, base, header, width, ids + first)
+        while i < j:
             if t.pending[i].kind & WRITE_ID:
-                slot = t.pending[i].location % t.chunk_size
-                ids[slot] = t.pending[i].id
-                low = slot if slot < low else low
-                high = slot if slot > high else high
-                fits = fits and (header == 0 or ids_width_for(<uint64_t>t.pending[i].id - base) <= width)
+                ids[t.pending[i].location % t.chunk_size] = t.pending[i].id
             i += 1
         if fits:
-            ids_pack(ids + low, high - low + 1, base, header, width, buffer)
-            rc = table_sqlite_fail(t, sqlite3_blob_write(blob, buffer, <int>((high - low + 1) * width),
+            ids_pack(ids + low, slots, base, header, width, buffer)
+            rc = table_sqlite_fail(t, sqlite3_blob_write(blob, buffer, <int>(slots * width),
                                                          <int>(header + low * width)))
         else:
             sqlite3_blob_close(blob)  # the UPDATE would expire it
@@ -991,7 +997,8 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
     """Read every chunk into `cache` (after a flush), laid out by location."""
     cdef sqlite3_stmt *stmt = NULL
     cdef int64_t chunks = (t.next_location + t.chunk_size - 1) // t.chunk_size, j = 0, chunk_id
-    cdef int rc, width
+    cdef int rc, width, header = ids_header_bytes(t)
+    cdef const uint8_t *ids
     cdef char *sql
     rc = cache_reserve(cache, t, chunks)
     if rc != SQLITE_OK:
@@ -1015,7 +1022,8 @@ cdef int storage_load_chunks(VectorTable *t, CodeCache *cache) noexcept nogil:
             rc = SQLITE_CORRUPT_VTAB
             break
         memcpy(cache.data.validity + j * (t.chunk_size // 8), sqlite3_column_blob(stmt, 1), t.chunk_size // 8)
-        ids_unpack(t, <const uint8_t*>sqlite3_column_blob(stmt, 2), width, cache.data.ids + j * t.chunk_size)
+        ids = <const uint8_t*>sqlite3_column_blob(stmt, 2)
+        ids_unpack(ids + header, t.chunk_size, load_le(ids, header), header, width, cache.data.ids + j * t.chunk_size)
         if t.code_bytes > 0:
             memcpy(cache.data.codes + j * t.chunk_size * t.code_bytes, sqlite3_column_blob(stmt, 3),
                    t.chunk_size * t.code_bytes)
