@@ -727,6 +727,24 @@ static size_t sqlitebin_hamming_below_many_avx512(const uint8_t *codes, size_t c
         out_count[g] = (size_t)(index_ - (out_index + (g) * count));                              \
     } while (0)
 
+/* For each query g of a group whose block sums are in all[g] and odd[g] (16-bit lanes: even codes in the low
+ * bytes of `all`, wrapping; odd codes alone in `odd`), split the even codes' sums out, compare both halves with
+ * the query's threshold and emit the codes that pass. */
+#define SQLITEBIN_NIBBLE_PASS_MANY()                                                              \
+    do {                                                                                          \
+        _Pragma("GCC unroll 8")                                                                   \
+        for (size_t g = 0; g < G; g++) {                                                          \
+            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)                                          \
+                continue;                                                                         \
+            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);              \
+            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));                \
+            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);                            \
+            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);                           \
+            if (pass_even | pass_odd)                                                             \
+                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);                               \
+        }                                                                                         \
+    } while (0)
+
 /* The nibble scan for a group of G queries (a constant once inlined, at most 8): for each pair of code
  * bytes of a block the two 64-byte rows are loaded and their nibbles split once (SPLIT), then each query
  * looks up its own tables (LOOKUP) into its own two accumulators (2G registers). `count` is the stride of
@@ -767,17 +785,7 @@ static size_t sqlitebin_hamming_below_many_avx512(const uint8_t *codes, size_t c
                 odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));                                \
             }                                                                                              \
         }                                                                                                  \
-        _Pragma("GCC unroll 8")                                                                            \
-        for (size_t g = 0; g < G; g++) {                                                                   \
-            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)                                                   \
-                continue;                                                                                  \
-            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);                       \
-            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));                         \
-            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);                                     \
-            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);                                    \
-            if (pass_even | pass_odd)                                                                      \
-                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);                                        \
-        }                                                                                                  \
+        SQLITEBIN_NIBBLE_PASS_MANY();                                                                      \
     }
 
 /* The groups of a batch: eight queries at a time, the rest as four, two and one. */
@@ -1118,17 +1126,7 @@ static inline void sqlitebin_sextet_many_group_avx512vbmi(const uint8_t *blocked
                 odd[g] = _mm512_add_epi16(odd[g], _mm512_srli_epi16(s, 8));
             }
         }
-#pragma GCC unroll 8
-        for (size_t g = 0; g < G; g++) {
-            if (thresholds[g] >= SQLITEBIN_NO_CANDIDATE)
-                continue;
-            const __m512i limit = _mm512_set1_epi16((short)(uint16_t)thresholds[g]);
-            __m512i even = _mm512_sub_epi16(all[g], _mm512_slli_epi16(odd[g], 8));
-            uint32_t pass_even = _mm512_cmpge_epu16_mask(even, limit);
-            uint32_t pass_odd = _mm512_cmpge_epu16_mask(odd[g], limit);
-            if (pass_even | pass_odd)
-                SQLITEBIN_NIBBLE_EMIT_MANY(pass_even, pass_odd, g);
-        }
+        SQLITEBIN_NIBBLE_PASS_MANY();
     }
 }
 
