@@ -295,6 +295,35 @@ def test_kernels_run_on_the_fake_stack(tmp_path):
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
 
 
+def above_many_thresholds(sums, length, first_never):
+    """Per query, a threshold at a percentile of its sums, and the edges: query 0 one no sum reaches (when
+    first_never), query 2 zero, query 3 the largest uint32, query 4 exactly its largest sum."""
+    query_count = len(sums)
+    thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)], U32)
+    if first_never:
+        thresholds[0] = NO_CANDIDATE
+    if query_count > 2:
+        thresholds[2] = 0
+    if query_count > 3:
+        thresholds[3] = 0xFFFFFFFF
+    if query_count > 4 and length:
+        thresholds[4] = int(sums[4].max())
+    return thresholds
+
+
+def check_above_many(kernel, level, blocked, first, length, code_bytes, tables, sums, thresholds):
+    """Run a many-query "sum at or above" kernel of the harness and compare each query's codes with NumPy's."""
+    query_count = len(sums)
+    index = np.zeros(max(query_count * length, 1), U32)
+    counts = np.full(query_count, 12345, np.uintp)
+    total = kernel(level, blocked.ctypes.data, first, length, code_bytes, tables.ctypes.data, query_count,
+                   thresholds.ctypes.data, index.ctypes.data, counts.ctypes.data)
+    assert total == counts.sum()
+    for q in range(query_count):
+        got = sorted(index[q * length:q * length + int(counts[q])].tolist())
+        assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+
+
 @pytest.mark.parametrize("name", sorted(NIBBLE_LEVELS))
 def test_nibble_above_many_queries(harness, name):
     """The register-blocked nibble kernels (groups of 8, 4, 2 and 1 queries; AVX2 4, 2, 1) against NumPy, as if
@@ -316,24 +345,8 @@ def test_nibble_above_many_queries(harness, name):
                 for q in range(query_count)]
         tables = np.concatenate([m[0].reshape(-1) for m in made])
         sums = [numpy_nibble_sums(codes, high, low)[first:first + length] for _, high, low in made]
-        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
-                              U32)
-        thresholds[0] = NO_CANDIDATE
-        if query_count > 2:
-            thresholds[2] = 0
-        if query_count > 3:
-            thresholds[3] = 0xFFFFFFFF
-        if query_count > 4 and length:
-            thresholds[4] = int(sums[4].max())
-        index = np.zeros(max(query_count * length, 1), U32)
-        counts = np.full(query_count, 12345, np.uintp)
-        total = harness.harness_nibble_above_many(level, blocked.ctypes.data, first, length, code_bytes,
-                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
-                                                  index.ctypes.data, counts.ctypes.data)
-        assert total == counts.sum()
-        for q in range(query_count):
-            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
-            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+        check_above_many(harness.harness_nibble_above_many, level, blocked, first, length, code_bytes, tables, sums,
+                         above_many_thresholds(sums, length, first_never=True))
 
 
 @pytest.mark.parametrize("level", [0, 2])
@@ -403,24 +416,8 @@ def test_sextet_above_many_queries(harness, level):
         tables = np.concatenate([m.reshape(-1) for m in made])
         sums = [numpy_sextet_sums(codes, m)[first:first + length] for m in made]
         assert max(int(v.max()) for v in sums if len(v)) < 1 << 16 if length else True
-        thresholds = np.array([int(np.percentile(v, 50 + 7 * q % 50)) if length else 0 for q, v in enumerate(sums)],
-                              U32)
-        thresholds[0] = NO_CANDIDATE if query_count > 1 else thresholds[0]
-        if query_count > 2:
-            thresholds[2] = 0
-        if query_count > 3:
-            thresholds[3] = 0xFFFFFFFF
-        if query_count > 4 and length:
-            thresholds[4] = int(sums[4].max())
-        index = np.zeros(max(query_count * length, 1), U32)
-        counts = np.full(query_count, 12345, np.uintp)
-        total = harness.harness_sextet_above_many(level, blocked.ctypes.data, first, length, code_bytes,
-                                                  tables.ctypes.data, query_count, thresholds.ctypes.data,
-                                                  index.ctypes.data, counts.ctypes.data)
-        assert total == counts.sum()
-        for q in range(query_count):
-            got = sorted(index[q * length:q * length + int(counts[q])].tolist())
-            assert got == [i for i, v in enumerate(sums[q]) if v >= thresholds[q]], (code_bytes, first, length, q)
+        check_above_many(harness.harness_sextet_above_many, level, blocked, first, length, code_bytes, tables, sums,
+                         above_many_thresholds(sums, length, first_never=query_count > 1))
 
 
 def test_the_non_x86_build(harness_not_x86):
