@@ -80,11 +80,11 @@ cdef int cache_reserve(CodeCache *cache, VectorTable *t, int64_t chunks) noexcep
             or grow_array(<void**>&d.chunk_used, 8 * old, 8 * capacity)
             or grow_array(<void**>&d.chunk_min, 8 * old, 8 * capacity)
             or grow_array(<void**>&d.chunk_max, 8 * old, 8 * capacity)
-            or grow_array(<void**>&d.ids, 8 * size * old, 8 * size * capacity)
-            or grow_array(<void**>&d.codes, size * t.code_bytes * old, size * t.code_bytes * capacity)
+            or grow_kernel_array(<void**>&d.ids, 8 * size * old, 8 * size * capacity)
+            or grow_kernel_array(<void**>&d.codes, size * t.code_bytes * old, size * t.code_bytes * capacity)
             or grow_array(<void**>&d.validity, size // 8 * old, size // 8 * capacity)
-            or (d.blocked != NULL and grow_array(<void**>&d.blocked, size * t.code_bytes * old,
-                                                 size * t.code_bytes * capacity))
+            or (d.blocked != NULL and grow_kernel_array(<void**>&d.blocked, size * t.code_bytes * old,
+                                                        size * t.code_bytes * capacity))
             or (t.vector_bytes > 0 and grow_array(<void**>&cache.vector_rows, 8 * cache.vector_row_capacity,
                                                   8 * vector_rows_for(t, capacity * size)))):
         return SQLITE_NOMEM
@@ -100,10 +100,9 @@ cdef int64_t vector_rows_for(VectorTable *t, int64_t slots) noexcept nogil:
 
 
 cdef int grow_array(void **array, int64_t old_bytes, int64_t new_bytes) noexcept nogil:
-    """Resize to new_bytes, zeroing what is new; non-zero on failure (the array is kept). Large arrays
-    (the codes, their ids, the scan-ready copy: the scan streams through them) get transparent huge pages
-    where the system gives them on request, asked before the new part is first written (the zeroing):
-    a page touched before the advice stays 4 KB."""
+    """Resize to new_bytes, zeroing what is new; non-zero on failure (the array is kept). Transparent huge
+    pages are asked for before the new part is first written (the zeroing): a page touched before the
+    advice stays 4 KB. The arrays the scan streams through use grow_kernel_array."""
     cdef void *grown = sqlite3_realloc64(array[0], new_bytes + 8)
     if grown == NULL:
         return 1
@@ -144,10 +143,9 @@ cdef int codes_transpose(CodeCache *cache, VectorTable *t) noexcept nogil:
     if (nibble_above_kernel == NULL or t.code_bytes == 0 or t.code_bytes > SQLITEBIN_NIBBLE_MAX_BYTES
             or d.blocked != NULL):
         return SQLITE_OK
-    d.blocked = <uint8_t*>sqlite3_malloc64(size + 8)
+    d.blocked = <uint8_t*>kernel_alloc(size)
     if d.blocked == NULL:
         return SQLITE_NOMEM
-    sqlitebin_advise_huge_pages(d.blocked, size)  # before its first write
     memset(d.blocked, 0, size + 8)
     sqlitebin_transpose_blocks(d.codes, d.chunk_start[d.chunk_count], t.code_bytes, d.blocked)
     return SQLITE_OK

@@ -15,7 +15,7 @@ Bit layout, used everywhere: bit i of a vector is bit `7 - i % 8` of byte
 `numpy.packbits(v > t)`). Float vectors are little-endian float32 BLOBs.
 """
 
-from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t, INT64_MAX, INT64_MIN
+from libc.stdint cimport uint8_t, int8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t, INT64_MAX, INT64_MIN
 from libc.string cimport memcpy, memset, strcmp, strlen, strncmp
 from libc.stdlib cimport getenv, qsort, strtoll
 from libc.math cimport isnan, isinf, rintf, sqrt, floor, fabs

@@ -156,33 +156,23 @@ cdef int scan_chunks(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
     return scan_chunks_many(scan, 1, chunks, NULL, NULL)
 
 
-cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunks, bint may_transpose,
+cdef int scan_all_many(ScanContext *scans, int64_t query_count, const ChunkData *chunks,
                        const uint8_t *query_codes, const uint8_t *nibble_tables) noexcept nogil:
     """Scan every chunk of `chunks` into each scans[q].top (see scan_chunks_many for a batch). The
-    asymmetric nibble scan reads the codes in the scan-ready layout: the shared code cache builds it
-    when it loads (cache.pxi); otherwise it is built here on first need when `may_transpose` (a
-    private ChunkData). Without it the scan scores every code exactly: the same results, more slowly.
-    An AVX2 Hamming batch reads the scan-ready copy too, through per-query popcount tables. An asymmetric
-    scan's Hamming distances are filled in once it is over (fill_distances)."""
-    cdef int64_t total = chunks.chunk_start[chunks.chunk_count], q
-    cdef int64_t size
+    asymmetric nibble scan reads the codes in the scan-ready layout, which the shared code cache builds
+    when it loads (cache.pxi); without it the scan scores every code exactly: the same results, more
+    slowly. An AVX2 Hamming batch reads the scan-ready copy too, through per-query popcount tables. An
+    asymmetric scan's Hamming distances are filled in once it is over (fill_distances)."""
+    cdef int64_t q
     cdef int rc
     cdef uint8_t *popcount_tables = NULL
     cdef ScanContext *scan = &scans[0]
-    if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL and total > 0:
-        if chunks.blocked == NULL and may_transpose:
-            size = (total + SQLITEBIN_NIBBLE_BLOCK - 1) // SQLITEBIN_NIBBLE_BLOCK * SQLITEBIN_NIBBLE_BLOCK * scan.code_bytes
-            chunks.blocked = <uint8_t*>sqlite3_malloc64(size + 8)
-            if chunks.blocked == NULL:
-                return SQLITE_NOMEM
-            sqlitebin_advise_huge_pages(chunks.blocked, size)
-            sqlitebin_transpose_blocks(chunks.codes, total, scan.code_bytes, chunks.blocked)
     for q in range(query_count):
         scans[q].blocked = chunks.blocked if scan.mode == MODE_ASYMMETRIC and scan.nibble_tables != NULL else NULL
     if (scan.mode == MODE_HAMMING and query_count > 1 and scan.hamming_blocked_many != NULL and chunks.blocked != NULL
             and query_codes != NULL):
         # An AVX2 Hamming batch reads the scan-ready copy through per-query popcount tables.
-        popcount_tables = <uint8_t*>sqlite3_malloc64(query_count * 64 * scan.code_bytes + 8)
+        popcount_tables = <uint8_t*>kernel_alloc(query_count * 64 * scan.code_bytes)
         if popcount_tables == NULL:
             return SQLITE_NOMEM
         for q in range(query_count):
@@ -191,7 +181,7 @@ cdef int scan_all_many(ScanContext *scans, int64_t query_count, ChunkData *chunk
             scans[q].blocked = chunks.blocked
         nibble_tables = popcount_tables
     rc = scan_chunks_many(scans, query_count, chunks, query_codes, nibble_tables)
-    sqlite3_free(popcount_tables)
+    kernel_free(popcount_tables)
     if rc == SQLITE_OK and scan.mode == MODE_ASYMMETRIC:
         for q in range(query_count):
             fill_distances(&scans[q], chunks)
@@ -213,5 +203,5 @@ cdef void fill_distances(ScanContext *scan, const ChunkData *chunks) noexcept no
                                                           scan.code_bytes)
 
 
-cdef int scan_all(ScanContext *scan, ChunkData *chunks, bint may_transpose) noexcept nogil:
-    return scan_all_many(scan, 1, chunks, may_transpose, NULL, NULL)
+cdef int scan_all(ScanContext *scan, const ChunkData *chunks) noexcept nogil:
+    return scan_all_many(scan, 1, chunks, NULL, NULL)

@@ -328,7 +328,7 @@ cdef int scan_candidates(VectorTable *t, const SearchRequest *r, const IdFilter 
     scan.top.heap = <Hit*>sqlite3_malloc64(sizeof(Hit) * scan.top.k)
     if scan.top.heap == NULL:
         return SQLITE_NOMEM
-    rc = scan_all(&scan, d, False)  # the shared copy: its scan-ready layout was built at load
+    rc = scan_all(&scan, d)  # the shared copy: its scan-ready layout was built at load
     top[0] = scan.top
     return rc
 
@@ -402,11 +402,11 @@ cdef int search_group(VectorTable *t, VectorCursor *c, SearchRequest *r, const I
             break
         memcpy(codes + j * t.code_bytes, queries[j].code, t.code_bytes)
     if rc == SQLITE_OK and r.mode == MODE_ASYMMETRIC and queries[0].nibble_tables != NULL:
-        tables = <uint8_t*>sqlite3_malloc64(count * batch_table_bytes(&queries[0]) + 8)
+        tables = <uint8_t*>kernel_alloc(count * batch_table_bytes(&queries[0]))
         rc = SQLITE_NOMEM if tables == NULL else batch_tables_build(queries, scans, count,
                                                                     first + first_index * 4 * t.dim, tables)
     if rc == SQLITE_OK:
-        rc = scan_all_many(scans, count, d, False, codes, tables)
+        rc = scan_all_many(scans, count, d, codes, tables)
     for j in range(count if rc == SQLITE_OK else 0):
         r.floats = first + (first_index + j) * 4 * t.dim
         rc = finish_query(t, c, r, &queries[j], d, &scans[j].top, first_index + j)
@@ -418,7 +418,7 @@ cdef int search_group(VectorTable *t, VectorCursor *c, SearchRequest *r, const I
     sqlite3_free(queries)
     sqlite3_free(scans)
     sqlite3_free(codes)
-    sqlite3_free(tables)
+    kernel_free(tables)
     return rc
 
 
