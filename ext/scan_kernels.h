@@ -621,15 +621,27 @@ static size_t sqlitebin_hamming_below_many_avx2(const uint8_t *codes, size_t cou
         out_count[q] = (size_t)(index_ - (out_index + (q) * count));                              \
     } while (0)
 
-/* Hamming, AVX-512, codes of `words` 64-bit words (a constant once inlined). Eight codes a step are
- * loaded and transposed so that register k holds word k of the eight codes; a query is then `words`
- * XORs with its word broadcast from memory, `words` VPOPCNTQs and the adds, with no horizontal sum
- * (the one-query kernel spends half its instructions on that). */
+/* As SQLITEBIN_EMIT8_MANY for a 16-code step whose distances are 32-bit lanes. */
+#define SQLITEBIN_EMIT16_MANY(mask, distances, base, q)                                           \
+    do {                                                                                          \
+        uint32_t d_[16];                                                                          \
+        unsigned mask_ = (mask);                                                                  \
+        uint32_t *index_ = out_index + (q) * count + out_count[q];                                \
+        uint32_t *distance_ = out_distance + (q) * count + out_count[q];                          \
+        _mm512_storeu_si512(d_, (distances));                                                     \
+        while (mask_) {                                                                           \
+            unsigned p_ = (unsigned)__builtin_ctz(mask_);                                         \
+            mask_ &= mask_ - 1;                                                                   \
+            *index_++ = (uint32_t)((base) + p_);                                                  \
+            *distance_++ = d_[p_];                                                                \
+        }                                                                                         \
+        out_count[q] = (size_t)(index_ - (out_index + (q) * count));                              \
+    } while (0)
+
+/* Load the eight codes at c (of `words` 64-bit words) transposed: w[k] holds word k of each. Requests
+ * the codes SQLITEBIN_PREFETCH_BYTES ahead. */
 __attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
-static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, size_t count, const size_t words,
-                                                       const uint8_t *queries, size_t query_count,
-                                                       const uint32_t *thresholds, uint32_t *out_index,
-                                                       uint32_t *out_distance, size_t *out_count) {
+static inline void sqlitebin_load8_transposed(const uint8_t *c, const size_t words, __m512i *w) {
     const size_t cb = 8 * words;
     const __m512i gather = _mm512_set_epi64(7 * (long long)words, 6 * (long long)words, 5 * (long long)words,
                                             4 * (long long)words, 3 * (long long)words, 2 * (long long)words,
@@ -637,29 +649,68 @@ static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, siz
     /* For four words: pairs of registers (two codes each) to words 0-1 and 2-3 of four codes. */
     const __m512i words01 = _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0);
     const __m512i words23 = _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2);
+#pragma GCC unroll 16
+    for (size_t line = 0; line < cb; line += 8)  /* the step is 8 * cb bytes: one request per 64 */
+        _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 8 * line), _MM_HINT_T0);
+    if (words == 4) {
+        __m512i r0 = _mm512_loadu_si512(c), r1 = _mm512_loadu_si512(c + 64);
+        __m512i r2 = _mm512_loadu_si512(c + 128), r3 = _mm512_loadu_si512(c + 192);
+        __m512i t0 = _mm512_permutex2var_epi64(r0, words01, r1), t1 = _mm512_permutex2var_epi64(r0, words23, r1);
+        __m512i t2 = _mm512_permutex2var_epi64(r2, words01, r3), t3 = _mm512_permutex2var_epi64(r2, words23, r3);
+        w[0] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+        w[1] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        w[2] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+        w[3] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    } else {
+#pragma GCC unroll 16
+        for (size_t k = 0; k < words; k++)
+            w[k] = _mm512_i64gather_epi64(gather, (const void *)(c + 8 * k), 8);
+    }
+}
+
+/* Hamming, AVX-512, codes of `words` 64-bit words (a constant once inlined). Eight codes a step are
+ * loaded and transposed so that register k holds word k of the eight codes; a query is then `words`
+ * XORs with its word broadcast from memory, `words` VPOPCNTQs and the adds, with no horizontal sum
+ * (the one-query kernel spends half its instructions on that). Codes of up to four words go sixteen a
+ * step, in two such sets of registers: each query's broadcasts, threshold, compare and branch then
+ * serve sixteen codes (its two sets of distances packed into one register of 32-bit lanes). */
+__attribute__((target(SQLITEBIN_AVX512_TARGET), always_inline))
+static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, size_t count, const size_t words,
+                                                       const uint8_t *queries, size_t query_count,
+                                                       const uint32_t *thresholds, uint32_t *out_index,
+                                                       uint32_t *out_distance, size_t *out_count) {
+    const size_t cb = 8 * words;
+    /* The low 32 bits of each 64-bit lane of two registers, the first's in lanes 0-7. */
+    const __m512i low_halves = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     size_t i = 0, total = 0;
     for (size_t q = 0; q < query_count; q++)
         out_count[q] = 0;
-    for (; i + 8 <= count; i += 8) {
-        const uint8_t *c = codes + i * cb;
-        __m512i w[16];
-#pragma GCC unroll 16
-        for (size_t line = 0; line < cb; line += 8)  /* the step is 8 * cb bytes: one request per 64 */
-            _mm_prefetch((const char *)(c + SQLITEBIN_PREFETCH_BYTES + 8 * line), _MM_HINT_T0);
-        if (words == 4) {
-            __m512i r0 = _mm512_loadu_si512(c), r1 = _mm512_loadu_si512(c + 64);
-            __m512i r2 = _mm512_loadu_si512(c + 128), r3 = _mm512_loadu_si512(c + 192);
-            __m512i t0 = _mm512_permutex2var_epi64(r0, words01, r1), t1 = _mm512_permutex2var_epi64(r0, words23, r1);
-            __m512i t2 = _mm512_permutex2var_epi64(r2, words01, r3), t3 = _mm512_permutex2var_epi64(r2, words23, r3);
-            w[0] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-            w[1] = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-            w[2] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-            w[3] = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-        } else {
-#pragma GCC unroll 16
-            for (size_t k = 0; k < words; k++)
-                w[k] = _mm512_i64gather_epi64(gather, (const void *)(c + 8 * k), 8);
+    if (words <= 4) {
+        for (; i + 16 <= count; i += 16) {
+            __m512i w[4], v[4];
+            sqlitebin_load8_transposed(codes + i * cb, words, w);
+            sqlitebin_load8_transposed(codes + (i + 8) * cb, words, v);
+            for (size_t q = 0; q < query_count; q++) {
+                const uint8_t *qq = queries + q * cb;
+                __m512i b = _mm512_set1_epi64((long long)sqlitebin_load64(qq));
+                __m512i d0 = _mm512_popcnt_epi64(_mm512_xor_si512(w[0], b));
+                __m512i d1 = _mm512_popcnt_epi64(_mm512_xor_si512(v[0], b));
+#pragma GCC unroll 4
+                for (size_t k = 1; k < words; k++) {
+                    b = _mm512_set1_epi64((long long)sqlitebin_load64(qq + 8 * k));
+                    d0 = _mm512_add_epi64(d0, _mm512_popcnt_epi64(_mm512_xor_si512(w[k], b)));
+                    d1 = _mm512_add_epi64(d1, _mm512_popcnt_epi64(_mm512_xor_si512(v[k], b)));
+                }
+                __m512i d = _mm512_permutex2var_epi32(d0, low_halves, d1);
+                __mmask16 pass = _mm512_cmple_epu32_mask(d, _mm512_set1_epi32((int)thresholds[q]));
+                if (pass)
+                    SQLITEBIN_EMIT16_MANY(pass, d, i, q);
+            }
         }
+    }
+    for (; i + 8 <= count; i += 8) {
+        __m512i w[16];
+        sqlitebin_load8_transposed(codes + i * cb, words, w);
         for (size_t q = 0; q < query_count; q++) {
             const uint8_t *qq = queries + q * cb;
             __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(w[0], _mm512_set1_epi64((long long)sqlitebin_load64(qq))));

@@ -241,7 +241,8 @@ def test_nibble_above(harness, name):
 def test_hamming_below_many_queries(harness, level):
     """The batch kernel: each query of a batch over one block, at its own threshold, as if run alone. Every code
     length the register-blocked AVX-512 kernel specialises (8 to 128 bytes) and some it leaves to the loop; code
-    counts that are not a multiple of its 8-code step; query counts of 1 to 33; unaligned codes and queries; ties."""
+    counts that are not a multiple of its 16-code step (codes of up to 32 bytes) or 8-code step; query counts of
+    1 to 33; unaligned codes and queries; ties."""
     supported(harness, level)
     rng = np.random.default_rng(60 + level)
     cases = [(32, 1024, 8), (17, 101, 5), (64, 9, 1), (8, 0, 3), (32, 1023, 33), (32, 7, 2), (8, 77, 9),
