@@ -471,6 +471,7 @@ ctypedef struct ScanContext:
     const uint8_t *blocked   # the chunk codes in the scan-ready layout (scan_kernels.h), or NULL
     double approx_scale
     double approx_high
+    int64_t scanned          # codes run through a kernel so far (kernel_block)
 
 
 cdef enum:
@@ -479,6 +480,22 @@ cdef enum:
     # to exact scoring: the asymmetric scan refreshes it more often.
     NIBBLE_SCAN_BLOCK = 256
     SPARSE_FILTER_IDS = 1024  # a prefilter of at most this many ids is checked before the score
+    FIRST_SCAN_BLOCK = 16  # the first kernel call of a scan (kernel_block)
+
+
+cdef inline int64_t kernel_block(ScanContext *scan, int64_t remaining, int64_t block) noexcept nogil:
+    """How many codes the next kernel call covers, counted into scan.scanned: `block`, or fewer at the
+    start of a scan. Until a heap has seen about a block of codes its threshold (the k-th best so far)
+    lets most codes through, and every code a kernel emits is offered to the heap: a batch's first
+    block of 1,024 codes offered 1,024 per query. The first calls cover 16, 16, 32, 64 ... codes, each
+    as many as were scanned before it, so the threshold is refreshed as often as it improves."""
+    cdef int64_t n = block
+    if scan.scanned < block:
+        n = scan.scanned if scan.scanned > FIRST_SCAN_BLOCK else FIRST_SCAN_BLOCK
+    if remaining < n:
+        n = remaining
+    scan.scanned += n
+    return n
 
 
 cdef inline uint32_t hamming_threshold(const TopK *top) noexcept nogil:
@@ -643,7 +660,7 @@ cdef void scan_codes_nibble(ScanContext *scan, const uint8_t *ids_blob, int64_t 
     cdef uint32_t *swap_survivors
     cdef double *swap_keys
     while start < count:
-        n = count - start if count - start < NIBBLE_SCAN_BLOCK else NIBBLE_SCAN_BLOCK
+        n = kernel_block(scan, count - start, NIBBLE_SCAN_BLOCK)
         m = <int64_t>scan.nibble_above(scan.blocked, first_position + start, n, scan.code_bytes,
                                        scan.nibble_tables, nibble_threshold(scan), indices)
         m = score_nibble_emitted(scan, ids_blob, start, first_position, indices, m, survivors, keys)
@@ -680,7 +697,10 @@ cdef void scan_codes(ScanContext *scan, const uint8_t *ids_blob, const uint8_t *
         scan_codes_nibble(scan, ids_blob, count, first_position, skip_changed)
         return
     while start < count:
-        n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
+        if hamming and not scan.filter_first:
+            n = kernel_block(scan, count - start, SCAN_BLOCK)
+        else:
+            n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if scan.filter_first:
             offer_allowed(scan, ids_blob, codes, start, n, first_position, skip_changed)
         elif hamming:
@@ -741,9 +761,10 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
     cdef bint nibble = (scan_uses_nibbles(first, first_position) and b.nibble_tables != NULL
                         and first.nibble_above_many != NULL)
     while start < count:
-        n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
-        if nibble and n > NIBBLE_SCAN_BLOCK:
-            n = NIBBLE_SCAN_BLOCK
+        if hamming or nibble:
+            n = kernel_block(first, count - start, NIBBLE_SCAN_BLOCK if nibble else SCAN_BLOCK)
+        else:
+            n = count - start if count - start < SCAN_BLOCK else SCAN_BLOCK
         if hamming:
             for q in range(query_count):
                 b.thresholds[q] = hamming_threshold(&scans[q].top)
