@@ -775,8 +775,9 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
                 first.hamming_below_many(codes + start * code_bytes, n, code_bytes, b.query_codes, query_count,
                                          b.thresholds, b.indices, b.distances, b.counts)
             for q in range(query_count):
-                offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed,
-                              b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
+                if b.counts[q] > 0:  # most blocks emit nothing for most queries
+                    offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed,
+                                  b.indices + q * n, b.distances + q * n, <int64_t>b.counts[q])
         elif nibble:
             for q in range(query_count):
                 b.thresholds[q] = nibble_threshold(&scans[q])
@@ -785,12 +786,14 @@ cdef void scan_codes_many(ScanContext *scans, int64_t query_count, BatchBuffers 
             # Every query's survivors are scored (their ids requested) before any is offered: the other
             # queries' scoring covers the memory latency (score_nibble_emitted).
             for q in range(query_count):
-                b.counts[q] = <size_t>score_nibble_emitted(&scans[q], ids_blob, start, first_position,
-                                                           b.indices + q * n, <int64_t>b.counts[q],
-                                                           b.indices + q * n, b.keys + q * NIBBLE_SCAN_BLOCK)
+                if b.counts[q] > 0:
+                    b.counts[q] = <size_t>score_nibble_emitted(&scans[q], ids_blob, start, first_position,
+                                                               b.indices + q * n, <int64_t>b.counts[q],
+                                                               b.indices + q * n, b.keys + q * NIBBLE_SCAN_BLOCK)
             for q in range(query_count):
-                offer_scored(&scans[q], ids_blob, start, first_position, skip_changed, b.indices + q * n,
-                             b.keys + q * NIBBLE_SCAN_BLOCK, <int64_t>b.counts[q])
+                if b.counts[q] > 0:
+                    offer_scored(&scans[q], ids_blob, start, first_position, skip_changed, b.indices + q * n,
+                                 b.keys + q * NIBBLE_SCAN_BLOCK, <int64_t>b.counts[q])
         else:
             for q in range(query_count):
                 offer_emitted(&scans[q], ids_blob, codes, start, first_position, skip_changed, NULL, NULL, n)
