@@ -179,7 +179,7 @@ def run(argv):
             print(f"\nKernels capped at {cap}: popcount={kernels.get('popcount')} "
                   f"asymmetric={kernels.get('asymmetric_scan')}")
             t_batch = timed(lambda: conn.execute(hamming_one, (blob,)).fetchall())
-            t_loop = timed(lambda: [conn.execute(hamming_one, (q.tobytes(),)).fetchall() for q in queries], repeat=1)
+            t_loop = timed(lambda: [conn.execute(hamming_one, (q.tobytes(),)).fetchall() for q in queries])
             print("Hamming top 10 (candidates='hamming', rescore='none'):")
             print(f"  faiss IndexBinaryFlat batched search   {args.queries / t_faiss:10,.0f} queries/s")
             print(f"  sqlitebin, one MATCH for all queries   {args.queries / t_batch:10,.0f} queries/s "
@@ -195,8 +195,7 @@ def run(argv):
             print(f"  same top-10 distances as faiss for every query: {bool((ours == distances).all())}")
 
             t_default_batch = timed(lambda: conn.execute(default_one, (blob,)).fetchall())
-            t_default_loop = timed(lambda: [conn.execute(default_one, (q.tobytes(),)).fetchall() for q in queries],
-                                   repeat=1)
+            t_default_loop = timed(lambda: [conn.execute(default_one, (q.tobytes(),)).fetchall() for q in queries])
             print("Default search (asymmetric candidates, oversample 10, int8 rescoring):")
             print(f"  one MATCH for all queries   {args.queries / t_default_batch:10,.0f} queries/s")
             print(f"  one statement per query     {args.queries / t_default_loop:10,.0f} queries/s "
