@@ -604,10 +604,11 @@ static size_t sqlitebin_hamming_below_many_avx2(const uint8_t *codes, size_t cou
  * query's own instructions remain. Same arguments and outputs as the loops: query q's results at
  * out_index/out_distance + q * count, its count in out_count[q], each at its own threshold. */
 
-/* Emit the lanes of an 8-code step passing `mask` for query q; lane p is code base + p. */
-#define SQLITEBIN_EMIT8_MANY(mask, distances, base, q)                                            \
+/* Emit the lanes of a step passing `mask` for query q: lane p is code base + p, its distance lane p of
+ * `distances` read as `lane` (uint64_t: an 8-code step; uint32_t: a 16-code step). */
+#define SQLITEBIN_EMIT_MANY(mask, distances, lane, base, q)                                        \
     do {                                                                                          \
-        uint64_t d_[8];                                                                           \
+        lane d_[64 / sizeof(lane)];                                                               \
         unsigned mask_ = (mask);                                                                  \
         uint32_t *index_ = out_index + (q) * count + out_count[q];                                \
         uint32_t *distance_ = out_distance + (q) * count + out_count[q];                          \
@@ -617,23 +618,6 @@ static size_t sqlitebin_hamming_below_many_avx2(const uint8_t *codes, size_t cou
             mask_ &= mask_ - 1;                                                                   \
             *index_++ = (uint32_t)((base) + p_);                                                  \
             *distance_++ = (uint32_t)d_[p_];                                                      \
-        }                                                                                         \
-        out_count[q] = (size_t)(index_ - (out_index + (q) * count));                              \
-    } while (0)
-
-/* As SQLITEBIN_EMIT8_MANY for a 16-code step whose distances are 32-bit lanes. */
-#define SQLITEBIN_EMIT16_MANY(mask, distances, base, q)                                           \
-    do {                                                                                          \
-        uint32_t d_[16];                                                                          \
-        unsigned mask_ = (mask);                                                                  \
-        uint32_t *index_ = out_index + (q) * count + out_count[q];                                \
-        uint32_t *distance_ = out_distance + (q) * count + out_count[q];                          \
-        _mm512_storeu_si512(d_, (distances));                                                     \
-        while (mask_) {                                                                           \
-            unsigned p_ = (unsigned)__builtin_ctz(mask_);                                         \
-            mask_ &= mask_ - 1;                                                                   \
-            *index_++ = (uint32_t)((base) + p_);                                                  \
-            *distance_++ = d_[p_];                                                                \
         }                                                                                         \
         out_count[q] = (size_t)(index_ - (out_index + (q) * count));                              \
     } while (0)
@@ -704,7 +688,7 @@ static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, siz
                 __m512i d = _mm512_permutex2var_epi32(d0, low_halves, d1);
                 __mmask16 pass = _mm512_cmple_epu32_mask(d, _mm512_set1_epi32((int)thresholds[q]));
                 if (pass)
-                    SQLITEBIN_EMIT16_MANY(pass, d, i, q);
+                    SQLITEBIN_EMIT_MANY(pass, d, uint32_t, i, q);
             }
         }
     }
@@ -720,7 +704,7 @@ static inline size_t sqlitebin_below_many_words_avx512(const uint8_t *codes, siz
                                             w[k], _mm512_set1_epi64((long long)sqlitebin_load64(qq + 8 * k)))));
             __mmask8 pass = _mm512_cmple_epu64_mask(d, _mm512_set1_epi64((long long)thresholds[q]));
             if (pass)
-                SQLITEBIN_EMIT8_MANY(pass, d, i, q);
+                SQLITEBIN_EMIT_MANY(pass, d, uint64_t, i, q);
         }
     }
     for (size_t q = 0; q < query_count; q++) {
